@@ -1,0 +1,160 @@
+"""``sleepy-repo bench index``: static indexing speed against a bare tree-sitter baseline.
+
+The corpus is a copy of a directory (default: this interpreter's standard library without
+``site-packages``, about 1,800 .py files). One run measures, in this order:
+
+1. parse-only baseline: read + tree-sitter parse + tags query of every module, no store;
+2. cold index: ``refresh`` (static notes) into an empty store;
+3. warm re-run with nothing changed;
+4. re-run after a content edit to one file;
+
+plus the process's peak RSS. Targets (2 cores): cold <= 1.5x baseline, warm <= 0.5 s,
+one edited file <= 200 ms. Ratios measured in one run are what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tree_sitter import Parser, QueryCursor
+
+from sleepy_repo import __version__, api
+from sleepy_repo.parse.languages import language_for_path, tags_query, ts_language
+
+TARGETS = {"cold_ratio": 1.5, "warm_s": 0.5, "edit_s": 0.2}
+
+
+def default_corpus() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def copy_corpus(src: Path, dest: Path) -> int:
+    """Copy the parseable files of ``src`` (no site-packages, no symlinks) to ``dest``."""
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in ("site-packages", "__pycache__", ".git")
+        )
+        rel = Path(dirpath).relative_to(src)
+        for f in filenames:
+            full = Path(dirpath, f)
+            if full.is_symlink() or language_for_path(f) is None:
+                continue
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(full, dest / rel / f)
+            n += 1
+    return n
+
+
+def parse_only(root: Path) -> tuple[float, int]:
+    """Baseline: read, parse and run the tags query over every module."""
+    parsers: dict[str, Parser] = {}
+    t0 = time.perf_counter()
+    files = 0
+    for dirpath, _, filenames in os.walk(root):
+        for f in filenames:
+            lang = language_for_path(f)
+            if lang is None:
+                continue
+            data = Path(dirpath, f).read_bytes()
+            parser = parsers.get(lang) or parsers.setdefault(lang, Parser(ts_language(lang)))
+            tree = parser.parse(data)
+            QueryCursor(tags_query(lang)).captures(tree.root_node)
+            files += 1
+    return time.perf_counter() - t0, files
+
+
+def run_index_bench(src: Path | None = None, *, keep: bool = False) -> dict[str, Any]:
+    src = (src or default_corpus()).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="sleepy-bench-index-"))
+    corpus = tmp / "corpus"
+    try:
+        files = copy_corpus(src, corpus)
+        parse_only(corpus)  # warm the page cache and grammar loading for both sides
+        baseline_s, _ = parse_only(corpus)
+
+        repo = api.open_repo(corpus)
+        t0 = time.perf_counter()
+        cold = api.refresh(repo)
+        cold_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        api.refresh(repo)
+        warm_s = time.perf_counter() - t0
+
+        target = _pick_edit_target(corpus)
+        with target.open("a", encoding="utf-8") as fh:
+            fh.write("\n\ndef _sleepy_bench_edit():\n    return 42\n")
+        t0 = time.perf_counter()
+        edit = api.refresh(repo)
+        edit_s = time.perf_counter() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        store_mb = repo.store.path.stat().st_size / 2**20
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result = {
+        "schema_version": 1,
+        "sleepy_repo_version": __version__,
+        "corpus": str(src),
+        "files": files,
+        "modules": cold["modules"],
+        "baseline_parse_only_s": round(baseline_s, 3),
+        "cold_s": round(cold_s, 3),
+        "cold_ratio": round(cold_s / baseline_s, 3) if baseline_s else None,
+        "warm_s": round(warm_s, 3),
+        "edit_s": round(edit_s, 3),
+        "edit_parsed": edit["parsed"],
+        "peak_rss_mb": round(peak_mb, 1),
+        "store_mb": round(store_mb, 1),
+        "targets": TARGETS,
+        "kept": str(tmp) if keep else None,
+    }
+    result["meets"] = {
+        "cold_ratio": result["cold_ratio"] is not None
+        and result["cold_ratio"] <= TARGETS["cold_ratio"],
+        "warm_s": warm_s <= TARGETS["warm_s"],
+        "edit_s": edit_s <= TARGETS["edit_s"],
+    }
+    return result
+
+
+def _pick_edit_target(corpus: Path) -> Path:
+    """A mid-sized module (deterministic), so the edit is typical, not the cheapest."""
+    files = sorted(p for p in corpus.rglob("*.py") if p.is_file())
+    files.sort(key=lambda p: p.stat().st_size)
+    return files[len(files) // 2]
+
+
+def render_table(r: dict[str, Any]) -> str:
+    ok = {True: "ok", False: "MISSED"}
+    rows = [
+        ("corpus", f"{r['corpus']} ({r['files']} files, {r['modules']} modules)"),
+        ("parse-only baseline", f"{r['baseline_parse_only_s']:.2f} s"),
+        (
+            "cold index",
+            f"{r['cold_s']:.2f} s = {r['cold_ratio']:.2f}x baseline "
+            f"(target <= {TARGETS['cold_ratio']}x: {ok[r['meets']['cold_ratio']]})",
+        ),
+        (
+            "warm re-run",
+            f"{r['warm_s'] * 1000:.0f} ms (target <= "
+            f"{TARGETS['warm_s'] * 1000:.0f} ms: {ok[r['meets']['warm_s']]})",
+        ),
+        (
+            "one edited file",
+            f"{r['edit_s'] * 1000:.0f} ms, {r['edit_parsed']} parsed (target "
+            f"<= {TARGETS['edit_s'] * 1000:.0f} ms: {ok[r['meets']['edit_s']]})",
+        ),
+        ("peak RSS", f"{r['peak_rss_mb']:.0f} MB"),
+        ("store size", f"{r['store_mb']:.0f} MB"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

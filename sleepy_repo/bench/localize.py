@@ -1,0 +1,299 @@
+"""``sleepy-repo bench localize``: commit message -> files changed, per strategy and budget.
+
+The SWE-Features analog of the sleep-time compute paper (DESIGN §6). Cases come from
+``bench mine``. For each case the strategies get the question (the cleaned commit message)
+and the repository at the case's *state* (the commit's parent), and serve a context per
+token budget. Nothing else: no strategy sees the commit's diff or any later commit.
+
+The walk
+    Cases are taken in history order, oldest state first (``git rev-list --date-order``
+    over the states). Every state is checked out in ONE temporary worktree
+    (``git worktree add --detach`` for the first, ``git checkout --detach`` for the next,
+    so only files that changed get new mtimes), and the store in ``<worktree>/.sleepy/``
+    is refreshed incrementally with ``api.refresh``: unchanged modules keep their notes.
+    The worktree is removed at the end, also on error or Ctrl-C.
+
+The metric
+    **hit@k** (k = 1, 3, 5) of one context = |gold ∩ F_k| / min(k, |gold|), where F_k is
+    the first k *distinct* files the context cites, in context order (for ``aider-map``, in
+    aider's rank order: its map lists files alphabetically). Dumping many paths earns
+    nothing beyond the first k; a case with more gold files than k can still score 1.
+    Reported values are means over cases, with the mean tokens actually served.
+
+Sleep-time cost
+    Per strategy family (``none``, ``static``, later model backends): tokens spent per
+    state (the ledger delta, ``sum(input_tokens + output_tokens + cache_write_tokens)``)
+    and the share of modules re-noted (notes written by the refresh / modules). Static
+    notes cost no tokens, but the columns are there.
+
+The headline, the table and the Pareto plot are built by ``sleepy_repo.bench.report``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sleepy_repo import __version__, api
+from sleepy_repo.bench import report
+from sleepy_repo.bench.aider_map import AiderMapError
+from sleepy_repo.bench.mine import Case
+from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
+from sleepy_repo.errors import RepoError, SleepyError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_BUDGETS: tuple[int, ...] = (250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000,
+                                    8000)
+KS: tuple[int, ...] = (1, 3, 5)
+FILES_KEPT = 10  # distinct files kept per case result in the JSON, for inspection
+
+#: (cases done, cases total, what is happening)
+Progress = Callable[[int, int, str], None]
+
+
+def hit_at_k(files: Sequence[str], gold: Sequence[str], k: int) -> float:
+    """|gold ∩ first k distinct files, in order| / min(k, |gold|)."""
+    if not gold:
+        raise SleepyError("a case needs at least one gold file")
+    first = list(dict.fromkeys(files))[:k]
+    return len(set(first) & set(gold)) / min(k, len(set(gold)))
+
+
+# -- git -----------------------------------------------------------------------------------
+def _git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RepoError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def repo_root(path: Path) -> Path:
+    try:
+        return Path(_git(path, "rev-parse", "--show-toplevel").strip())
+    except RepoError:
+        raise RepoError(f"{path} is not inside a git repository") from None
+
+
+def history_order(repo: Path, cases: Sequence[Case]) -> list[Case]:
+    """The cases with their states oldest first (ties: the file's order)."""
+    states = list(dict.fromkeys(c.state for c in cases))
+    full: dict[str, str] = {}
+    for s in states:
+        try:
+            full[s] = _git(repo, "rev-parse", "--verify", "-q", f"{s}^{{commit}}").strip()
+        except RepoError:
+            raise RepoError(f"state {s} of the cases is not a commit of {repo}; were the "
+                            "cases mined from another repository?") from None
+    position = {sha: i for i, sha in enumerate(reversed(
+        _git(repo, "rev-list", "--date-order", *full.values()).split()))}
+    order = sorted(range(len(cases)), key=lambda i: (position[full[cases[i].state]], i))
+    return [cases[i] for i in order]
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, first: str) -> Iterator[Path]:
+    """One detached worktree in a temp dir, removed at the end whatever happens."""
+    tmp = Path(tempfile.mkdtemp(prefix="sleepy-bench-localize-"))
+    path = tmp / "worktree"
+    try:
+        _git(repo, "worktree", "add", "--detach", "--quiet", str(path), first)
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)],
+                       capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
+
+
+def checkout(path: Path, state: str) -> None:
+    _git(path, "checkout", "--detach", "--force", "--quiet", state)
+
+
+# -- the run -------------------------------------------------------------------------------
+@dataclass
+class _Track:
+    strategy: Strategy
+    wall_s: float = 0.0
+    setup_s: float = 0.0
+    skipped: str | None = None
+
+
+def _sleep_tokens(repo: api.Repo) -> int:
+    with repo.store.read() as conn:
+        row = conn.execute("SELECT coalesce(sum(input_tokens + output_tokens + "
+                           "cache_write_tokens), 0) FROM ledger").fetchone()
+    return int(row[0])
+
+
+def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[str, Any]],
+                                                                 float]:
+    """Refresh the store for one state; per family: tokens, notes written, modules."""
+    t0 = time.perf_counter()
+    before = _sleep_tokens(repo)
+    result = api.refresh(repo, backend="static")
+    static_tokens = _sleep_tokens(repo) - before
+    modules = int(result["modules"])
+    out: dict[str, dict[str, Any]] = {
+        "none": {"tokens": 0, "written": 0, "modules": modules},
+        "static": {"tokens": static_tokens,
+                   "written": int(result["notes"]["static"]["written"]), "modules": modules},
+    }
+    for family in families:
+        if family in out:
+            continue
+        before = _sleep_tokens(repo)
+        r = api.refresh(repo, backend=family)
+        out[family] = {"tokens": _sleep_tokens(repo) - before,
+                       "written": int(r["notes"].get(family, {}).get("written", 0)),
+                       "modules": int(r["modules"])}
+    return {f: out[f] for f in families}, time.perf_counter() - t0
+
+
+def run_localize(
+    repo_path: Path,
+    cases: Sequence[Case],
+    strategies: Mapping[str, Strategy],
+    *,
+    budgets: Sequence[int] = DEFAULT_BUDGETS,
+    limit: int | None = None,
+    command: Sequence[str] | None = None,
+    cases_file: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every strategy on every case and return the result (``report`` adds the
+    summary: per-budget means, headline and sleep-time cost)."""
+    budgets = sorted(set(budgets))
+    if not budgets or budgets[0] <= 0:
+        raise SleepyError("budgets must be positive numbers of tokens")
+    if not strategies:
+        raise SleepyError("no strategies to run")
+    root = repo_root(repo_path)
+    ordered = history_order(root, cases)
+    if limit is not None:
+        ordered = ordered[-limit:] if limit > 0 else []
+    if not ordered:
+        raise SleepyError("no cases to run (is the cases file empty?)")
+    t_start = time.perf_counter()
+
+    tracks = {name: _Track(s) for name, s in strategies.items()}
+    try:
+        for name, track in tracks.items():
+            t0 = time.perf_counter()
+            track.skipped = track.strategy.setup()
+            track.setup_s = time.perf_counter() - t0
+            if track.skipped:
+                log.warning("skipping %s: %s", name, track.skipped)
+        families = list(dict.fromkeys(
+            ["none", "static", *(t.strategy.family for t in tracks.values())]))
+        per_state: list[dict[str, Any]] = []
+        per_case: list[dict[str, Any]] = []
+        refresh_s = 0.0
+        with worktree(root, ordered[0].state) as wt:
+            repo: api.Repo | None = None
+            current: str | None = None
+            env: StateEnv | None = None
+            for i, case in enumerate(ordered):
+                if case.state != current:
+                    if progress:
+                        progress(i, len(ordered), f"refresh {case.state[:10]}")
+                    checkout(wt, case.state)
+                    repo = repo or api.open_repo(wt)
+                    sleep, secs = _refresh(repo, families)
+                    refresh_s += secs
+                    per_state.append({"state": case.state, "cases": 0, "refresh_s": round(
+                        secs, 3), "families": sleep})
+                    current = case.state
+                    env = StateEnv(root=wt, state=case.state, repo=repo)
+                assert env is not None
+                per_state[-1]["cases"] += 1
+                if progress:
+                    progress(i, len(ordered), case.commit[:10])
+                per_case.append(_run_case(case, env, tracks, budgets))
+        if progress:
+            progress(len(ordered), len(ordered), "done")
+    finally:
+        for track in tracks.values():
+            with contextlib.suppress(Exception):
+                track.strategy.close()
+
+    for name, track in tracks.items():
+        if track.skipped:
+            for rec in per_case:
+                rec["results"].pop(name, None)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "benchmark": "localize",
+        "sleepy_repo_version": __version__,
+        "command": list(command if command is not None else sys.argv),
+        "repo": str(root),
+        "cases_file": cases_file,
+        "commit_range": {
+            "oldest_state": ordered[0].state,
+            "newest_state": ordered[-1].state,
+            "newest_commit": ordered[-1].commit,
+            "states": len(per_state),
+        },
+        "cases": len(ordered),
+        "budgets": budgets,
+        "metric": ("hit@k = |gold ∩ first k distinct files the context cites, in context "
+                   "order| / min(k, |gold|); means over cases"),
+        "strategies": {
+            name: {
+                "family": t.strategy.family,
+                "description": t.strategy.description,
+                "status": "skipped" if t.skipped else "ok",
+                "skip_reason": t.skipped,
+                "wall_s": round(t.wall_s, 3),
+                "setup_s": round(t.setup_s, 3),
+            }
+            for name, t in tracks.items()
+        },
+        "per_state": per_state,
+        "per_case": per_case,
+        "refresh_s": round(refresh_s, 3),
+        "wall_s": round(time.perf_counter() - t_start, 3),
+    }
+    return report.summarize(result)
+
+
+def _run_case(case: Case, env: StateEnv, tracks: Mapping[str, _Track],
+              budgets: Sequence[int]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"state": case.state, "commit": case.commit, "query": case.query,
+                           "gold_files": case.gold_files, "results": {}}
+    for name, track in tracks.items():
+        if track.skipped:
+            continue
+        t0 = time.perf_counter()
+        try:
+            served = track.strategy.run(env, case.query, budgets)
+        except (StrategyError, AiderMapError) as exc:
+            track.skipped = f"failed on commit {case.commit[:12]}: {exc}"
+            log.warning("dropping %s: %s", name, track.skipped)
+            continue
+        finally:
+            track.wall_s += time.perf_counter() - t0
+        if len(served) != len(budgets):
+            raise SleepyError(f"strategy {name} served {len(served)} contexts for "
+                              f"{len(budgets)} budgets")
+        rec["results"][name] = [_score(s, b, case.gold_files) for s, b in zip(served, budgets,
+                                                                               strict=True)]
+    return rec
+
+
+def _score(served: Served, budget: int, gold: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"budget": budget, "tokens": served.tokens}
+    for k in KS:
+        out[f"hit@{k}"] = hit_at_k(served.files, gold, k)
+    out["files"] = list(dict.fromkeys(served.files))[:FILES_KEPT]
+    return out

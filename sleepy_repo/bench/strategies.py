@@ -1,0 +1,179 @@
+"""Localization strategies: what each one serves for a question within a token budget.
+
+A strategy meets the small ``Strategy`` protocol and is listed by name in ``REGISTRY`` (an
+open dict: later work adds model notes and a reader the same way). The bench calls
+``setup()`` once (a returned string is the reason to skip the strategy), ``run()`` once
+per case with every budget (so a strategy ranks once and packs per budget), and
+``close()`` at the end.
+
+Every strategy counts tokens with ``sleepy_repo.tokens.count_tokens`` on exactly the text
+it serves, and sees only the worktree checked out at the case's state and the store built
+from it (the bench never shows it the commit's diff or any later commit). ``family``
+names the sleep-time work a strategy relies on: ``none`` (no notes), ``static`` (static
+notes) or a model backend; the bench reports sleep-time cost per family.
+
+Strategies here:
+
+* ``raw``: BM25 over raw code chunks, serving the chunks' code in rank order
+  (``path:start-end`` + code per chunk) while they fit; no sleep-time work.
+* ``paths``: BM25 over whole files (path + content), serving only the ranked path list.
+* ``static``: the product's own context on static notes (``retrieve.rank`` +
+  ``retrieve.pack``), serving note text, then cited code. Query hits are not logged.
+* ``static-paths``: the ``static`` ranking, serving only the path list.
+* ``aider-map``: aider's repo map (see ``sleepy_repo.bench.aider_map``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from sleepy_repo import api, retrieve
+from sleepy_repo.bench.aider_map import AiderMap
+from sleepy_repo.errors import SleepyError
+from sleepy_repo.tokens import count_tokens
+
+
+class StrategyError(SleepyError):
+    """A strategy failed on a case; the bench drops it and reports why."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a strategy served for one budget."""
+
+    files: list[str]  # the files the context cites, in context order (repeats allowed)
+    tokens: int  # count_tokens of the served text
+
+
+@dataclass
+class StateEnv:
+    """One state of the repository, checked out in the bench's worktree."""
+
+    root: Path
+    state: str
+    repo: api.Repo
+    _tracked: list[str] | None = field(default=None, repr=False)
+
+    def tracked_files(self) -> list[str]:
+        """``git ls-files`` of the worktree (repo-relative paths)."""
+        if self._tracked is None:
+            out = subprocess.run(
+                ["git", "-C", str(self.root), "-c", "core.quotePath=false", "ls-files", "-z"],
+                capture_output=True, check=True,
+            ).stdout
+            self._tracked = [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+        return self._tracked
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str
+    family: str
+    description: str
+
+    def setup(self) -> str | None:
+        """Prepare once; return None when ready, else the reason the strategy is skipped."""
+        ...
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        """One ``Served`` per budget, in the order of ``budgets``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _Simple:
+    """Defaults for strategies that need no setup or teardown."""
+
+    def setup(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _from_context(ctx: retrieve.Context) -> Served:
+    return Served(files=[i.path for i in ctx.items], tokens=ctx.tokens)
+
+
+class RawChunks(_Simple):
+    name = "raw"
+    family = "none"
+    description = "BM25 over raw code chunks, serving code; no sleep-time work"
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        with env.repo.store.read() as conn:
+            chunks = retrieve.bm25_chunks(conn, retrieve.query_terms(query))
+        rendered = [(c.path, count_tokens(f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}"))
+                    for c in chunks]
+        return [self._fill(rendered, b) for b in budgets]
+
+    @staticmethod
+    def _fill(rendered: list[tuple[str, int]], budget: int) -> Served:
+        """Chunks in rank order; one that does not fit is skipped, smaller ones may follow."""
+        files: list[str] = []
+        used = 0
+        for path, cost in rendered:
+            if used + cost <= budget:
+                files.append(path)
+                used += cost
+        return Served(files=files, tokens=used)
+
+
+class BM25Paths(_Simple):
+    name = "paths"
+    family = "none"
+    description = "BM25 over whole files, serving the ranked path list"
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        with env.repo.store.read() as conn:
+            paths = retrieve.bm25_files(conn, retrieve.query_terms(query))
+        ranking = retrieve.Ranking(files=[(p, 0.0) for p in paths], chunks=[], item_rank={})
+        return [_from_context(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+
+
+class StaticNotes(_Simple):
+    name = "static"
+    family = "static"
+    description = "sleepy-repo context on static notes (rank + pack), serving notes"
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        with env.repo.store.read() as conn:
+            ranking = retrieve.rank(conn, query)
+            return [_from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
+
+
+class StaticPaths(_Simple):
+    name = "static-paths"
+    family = "static"
+    description = "the static ranking, serving the ranked path list"
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        with env.repo.store.read() as conn:
+            ranking = retrieve.rank(conn, query)
+        return [_from_context(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+
+
+#: name -> strategy. Later work registers more (``REGISTRY["model"] = ...``).
+REGISTRY: dict[str, Strategy] = {
+    "raw": RawChunks(),
+    "paths": BM25Paths(),
+    "aider-map": AiderMap(),
+    "static": StaticNotes(),
+    "static-paths": StaticPaths(),
+}
+DEFAULT_STRATEGIES: tuple[str, ...] = ("raw", "paths", "static", "static-paths", "aider-map")
+
+
+def select(names: Sequence[str], overrides: Mapping[str, Strategy] | None = None,
+           ) -> dict[str, Strategy]:
+    """The named strategies of ``REGISTRY`` in the given order (``overrides`` first)."""
+    reg = {**REGISTRY, **(overrides or {})}
+    unknown = [n for n in names if n not in reg]
+    if unknown:
+        raise SleepyError(f"unknown strategies {unknown}; known: {', '.join(reg)}")
+    return {n: reg[n] for n in names}

@@ -1,0 +1,251 @@
+"""``sleepy-repo``: argument parsing and dispatch only. Each command is a small function
+that calls ``sleepy_repo.api`` and returns an exit code.
+
+Exit codes: 0 success, 1 a check failed, 2 an expected error (``SleepyError``: the message
+says what to do), 130 interrupted, 3 a bug (with a traceback in the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sleepy_repo import __version__, api
+from sleepy_repo.config import BACKENDS, EFFORTS
+from sleepy_repo.errors import SleepyError
+
+log = logging.getLogger("sleepy_repo")
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[api.Progress | None]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield update
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_init(repo: str | None, rebuild: bool, as_json: bool) -> int:
+    result = api.init(repo, rebuild=rebuild)
+    if as_json:
+        _print_json(result)
+        return 0
+    for written in result["written"]:
+        out.print(f"wrote {written}")
+    if result["moved_aside"]:
+        out.print(f"moved the old store aside to {result['moved_aside']}")
+    out.print(f"store ready at {result['store']}")
+    return 0
+
+
+def cmd_refresh(
+    repo: str | None, paths: list[str], backend: str | None, effort: str | None, as_json: bool
+) -> int:
+    r = api.open_repo(repo)
+    with _progress(not as_json) as progress:
+        result = api.refresh(r, paths or None, backend=backend, effort=effort, progress=progress)
+    if as_json:
+        _print_json(result)
+        return 0
+    for w in result["warnings"]:
+        err.print(f"warning: {w}", style="yellow", markup=False)
+    for s in result["skipped"]:
+        err.print(f"skipped {s['path']}: {s['reason']}", style="yellow", markup=False)
+    for sub in result["submodules"]:
+        err.print(f"skipped submodule {sub}", style="yellow", markup=False)
+    notes = ", ".join(
+        f"{b}: {n['written']} written, {n['reused']} reused"
+        + (f", {len(n['failed'])} failed" if n["failed"] else "")
+        for b, n in result["notes"].items()
+    )
+    out.print(
+        f"{result['modules']} modules ({result['parsed']} parsed, "
+        f"{len(result['removed'])} removed) in {result['seconds']:.2f}s; notes {notes}"
+    )
+    return 0
+
+
+def cmd_status(repo: str | None, as_json: bool) -> int:
+    s = api.status(api.open_repo(repo))
+    if as_json:
+        _print_json(s)
+        return 0
+    git_state = s["git"]["branch"] or "detached"
+    where = f"git, {git_state}" if s["git"]["is_git"] else "not git"
+    m = s["modules"]
+    out.print(f"repo {s['repo']} ({where})")
+    out.print(
+        f"modules: {m['indexed']} indexed, {m['skipped']} skipped; notes ({s['backend']}): "
+        f"{m['fresh']} fresh, {m['stale']} stale, {m['missing']} missing"
+    )
+    out.print(
+        f"queued {s['queued']}, failed {s['failed']}; spent {s['spent']['input_tokens']} "
+        f"in + {s['spent']['output_tokens']} out tokens, ${s['spent']['cost_usd']:.4f}; "
+        f"dropped citations {s['dropped_citations']['count']}"
+    )
+    for sk in s["skipped"]:
+        out.print(f"  skipped {sk['path']}: {sk['reason']}")
+    return 0
+
+
+def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
+    n = api.module_notes(api.open_repo(repo), path)
+    if as_json:
+        _print_json(n)
+        return 0
+    out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
+    if n["status"] != "indexed":
+        out.print(f"skipped: {n['reason']}")
+    for note in n["notes"]:
+        out.print(f"\n## {note['backend']} {note['model']} ({note['origin']})")
+        for item in note["items"]:
+            stale = " (stale)" if item["stale"] else ""
+            head = f"Q: {item['question']}\n   " if item["question"] else ""
+            out.print(
+                f"- [{item['kind']}] {head}{item['text']}  "
+                f"({n['path']}:{item['start_line']}-{item['end_line']}){stale}"
+            )
+    return 0
+
+
+def cmd_context(repo: str | None, question: str, budget: int | None, as_json: bool) -> int:
+    ctx = api.get_context(api.open_repo(repo), question, budget)
+    if as_json:
+        _print_json(ctx.to_json())
+        return 0
+    for item in ctx.items:
+        out.print(item.render())
+    err.print(f"{ctx.tokens}/{ctx.budget} tokens, {len(ctx.items)} items")
+    return 0
+
+
+def cmd_gc(repo: str | None, as_json: bool) -> int:
+    result = api.gc(api.open_repo(repo))
+    if as_json:
+        _print_json(result)
+        return 0
+    out.print(
+        f"removed {result['notes_removed']} notes ({result['items_removed']} items); "
+        f"store {result['bytes_before']:,} -> {result['bytes_after']:,} bytes"
+    )
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleepy-repo", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"sleepy-repo {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output on stderr (-vv for debug)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--repo", help="repository (default: the enclosing git repo of the cwd)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command(
+        "init", "write .sleepy/config.toml, ignore the index in .gitignore, create the store"
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="move a corrupt or foreign index.db aside and build a new one",
+    )
+
+    p = command("refresh", "index changed files and write missing notes now")
+    p.add_argument("paths", nargs="*", help="only these files (default: all)")
+    p.add_argument("--backend", choices=BACKENDS, help="notes backend (default: from config)")
+    p.add_argument("--effort", choices=EFFORTS, help="effort level for model backends")
+
+    command("status", "modules, fresh/stale/missing notes, queue, spending")
+
+    p = command("notes", "the notes of one module")
+    p.add_argument("path")
+
+    p = command("context", "cited context for a question, packed into a token budget")
+    p.add_argument("question")
+    p.add_argument("--budget", type=int, help="token budget (default: from config, 1500)")
+
+    command("gc", "drop notes of blobs no longer reachable; compact the store")
+
+    from sleepy_repo.bench.commands import register
+
+    register(sub.add_parser("bench", help="benchmarks (index speed, localization)"))
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    c = args.command
+    handlers: dict[str, Callable[[], int]] = {
+        "init": lambda: cmd_init(args.repo, args.rebuild, args.json),
+        "refresh": lambda: cmd_refresh(args.repo, args.paths, args.backend, args.effort, args.json),
+        "status": lambda: cmd_status(args.repo, args.json),
+        "notes": lambda: cmd_notes(args.repo, args.path, args.json),
+        "context": lambda: cmd_context(args.repo, args.question, args.budget, args.json),
+        "gc": lambda: cmd_gc(args.repo, args.json),
+    }
+    if c == "bench":
+        from sleepy_repo.bench.commands import dispatch as bench_dispatch
+
+        return bench_dispatch(args)
+    return handlers[c]()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return dispatch(args)
+    except SleepyError as exc:
+        err.print(f"error: {exc}", style="red", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception:
+        log.exception("unexpected error (a bug in sleepy-repo; please report it)")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Index: bring the store's facts in step with the work tree (scan -> parse -> store).
+
+Only files whose size or mtime changed are read; only files whose blob sha changed are
+parsed. Symbols, references, import edges, raw code chunks and the full-text indexes are
+written in short batched transactions. The report says what changed, which the note
+writer uses to re-note exactly the modules whose content or graph context moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sleepy_repo.config import Config
+from sleepy_repo.parse import ModuleFacts, parse_module, resolve_import
+from sleepy_repo.scan import (
+    Candidate,
+    ScanResult,
+    Skipped,
+    UnreadableModule,
+    read_module,
+    scan,
+)
+from sleepy_repo.store import NoteStore, fts_text
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+CHUNK_LINES = 60
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class Changed:
+    path: str
+    old_blob: str | None
+    new_blob: str
+
+
+@dataclass
+class IndexReport:
+    scan: ScanResult
+    modules: int = 0
+    changed: list[Changed] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    affected: set[str] = field(default_factory=set)  # graph context changed
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+Chunk = tuple[int, int, str | None, str, bool]  # start, end, symbol, text, servable
+
+
+def code_chunks(facts: ModuleFacts, lines: list[str]) -> list[Chunk]:
+    """Split a module into raw code chunks for BM25: the module header, each top-level
+    symbol's span (in ``CHUNK_LINES`` windows when long), and the module-level code in
+    between. Header and symbol chunks are *servable*: they are exact cited spans. The
+    gaps are searched but never served.
+    """
+    n = len(lines)
+    out: list[Chunk] = []
+
+    def emit(start: int, end: int, symbol: str | None, servable: bool) -> None:
+        s = start
+        while s <= end:
+            e = min(end, s + CHUNK_LINES - 1)
+            text = "\n".join(lines[s - 1 : e])
+            if text.strip():
+                out.append((s, e, symbol if s == start else None, text, servable))
+            s = e + 1
+
+    header_end = min(facts.header_end, n)
+    if header_end > 0:
+        emit(1, header_end, None, True)
+    cursor = header_end + 1
+    tops = sorted((s for s in facts.symbols if s.parent is None), key=lambda s: s.start_line)
+    for sym in tops:
+        if sym.start_line < cursor or sym.start_line > n:
+            continue
+        if cursor < sym.start_line:
+            emit(cursor, sym.start_line - 1, None, False)
+        end = min(sym.end_line, n)
+        emit(sym.start_line, end, sym.qualname, True)
+        cursor = end + 1
+    if cursor <= n:
+        emit(cursor, n, None, False)
+    return out
+
+
+def path_words(path: str) -> str:
+    """A path as searchable words: ``a/cart_items.py`` -> ``a cart_items py a/cart_items.py``."""
+    return path.replace("/", " ").replace(".", " ") + " " + path
+
+
+def _go_module(root: Path) -> str | None:
+    try:
+        for line in (root / "go.mod").read_text(encoding="utf-8").splitlines():
+            if line.startswith("module "):
+                return line.split()[1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        pass
+    return None
+
+
+def update_index(
+    root: Path,
+    is_git: bool,
+    config: Config,
+    store: NoteStore,
+    progress: Progress | None = None,
+    only: set[str] | None = None,
+) -> IndexReport:
+    t0 = time.perf_counter()
+    result = scan(root, is_git, config.scan)
+    report = IndexReport(scan=result, skipped=list(result.skipped), warnings=list(result.warnings))
+    with store.read() as conn:
+        stored = store.modules(conn)
+
+    present = {c.path for c in result.candidates} | {s.path for s in result.skipped}
+    report.removed = sorted(p for p in stored if p not in present)
+    todo: list[Candidate] = []
+    for cand in result.candidates:
+        row = stored.get(cand.path)
+        if (
+            row is not None
+            and row.status == "indexed"
+            and row.size == cand.size
+            and row.mtime_ns == cand.mtime_ns
+        ):
+            continue
+        if only is not None and cand.path not in only and row is not None:
+            continue
+        todo.append(cand)
+
+    old_refs: dict[str, set[str]] = {}
+    old_edges: dict[str, set[str]] = {}
+    pending: list[tuple[Candidate, object]] = []
+    total = len(todo)
+
+    def flush() -> None:
+        if not pending:
+            return
+        with store.write() as conn:
+            for cand, item in pending:
+                if isinstance(item, str):  # skipped reason
+                    store.put_skipped(conn, cand.path, item)
+                    continue
+                if item is None:  # same content, new mtime
+                    store.touch_module(conn, cand.path, cand.mtime_ns)
+                    continue
+                facts, content, chunks = item  # type: ignore[misc]
+                row = stored.get(cand.path)
+                if row is not None and row.status == "indexed":
+                    old_refs[cand.path] = {
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT DISTINCT name FROM refs WHERE path = ?", (cand.path,)
+                        )
+                    }
+                    old_edges[cand.path] = {
+                        r[0]
+                        for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (cand.path,))
+                    }
+                store.put_module(
+                    conn,
+                    path=cand.path,
+                    lang=cand.lang,
+                    blob_sha=content.blob_sha,
+                    size=cand.size,
+                    mtime_ns=cand.mtime_ns,
+                    warning=_warning(content.warning, facts),
+                    facts=facts.to_dict(),
+                    body=content.text,
+                    chunks=chunks,
+                    fts_path=path_words(cand.path),
+                    fts_body=fts_text(content.text),
+                )
+        pending.clear()
+
+    newly_skipped = [
+        s
+        for s in result.skipped
+        if (row := stored.get(s.path)) is None or row.status != "skipped" or row.reason != s.reason
+    ]
+    if newly_skipped:
+        with store.write() as conn:
+            for s in newly_skipped:
+                store.put_skipped(conn, s.path, s.reason)
+
+    for done, cand in enumerate(todo, 1):
+        row = stored.get(cand.path)
+        try:
+            content = read_module(root, cand, config.scan.max_file_bytes)
+        except UnreadableModule as exc:
+            report.skipped.append(Skipped(cand.path, str(exc)))
+            pending.append((cand, str(exc)))
+        else:
+            if row is not None and row.status == "indexed" and row.blob_sha == content.blob_sha:
+                pending.append((cand, None))
+            else:
+                facts = parse_module(cand.path, content.data, cand.lang)
+                lines = content.text.splitlines()
+                if content.warning:
+                    report.warnings.append(f"{cand.path}: {content.warning}")
+                if facts.syntax_errors:
+                    report.warnings.append(
+                        f"{cand.path}: {facts.syntax_errors} syntax error(s); kept what parsed"
+                    )
+                pending.append((cand, (facts, content, code_chunks(facts, lines))))
+                report.changed.append(
+                    Changed(cand.path, row.blob_sha if row else None, content.blob_sha)
+                )
+        if len(pending) >= BATCH:
+            flush()
+        if progress:
+            progress(done, total)
+    flush()
+
+    if report.removed:
+        with store.write() as conn:
+            for path in report.removed:
+                old_edges[path] = {
+                    r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (path,))
+                }
+                old_refs[path] = {
+                    r[0]
+                    for r in conn.execute("SELECT DISTINCT name FROM refs WHERE path = ?", (path,))
+                }
+                store.delete_module(conn, path)
+                conn.execute("DELETE FROM edges WHERE dst = ?", (path,))
+
+    paths_changed = any(c.old_blob is None for c in report.changed) or bool(report.removed)
+    if report.changed or report.removed:
+        _update_edges(root, store, report, old_edges, old_refs, recompute_all=paths_changed)
+    with store.write() as conn:
+        store.set_meta(
+            conn,
+            "last_scan",
+            {
+                "is_git": result.is_git,
+                "head": result.head,
+                "branch": result.branch,
+                "submodules": result.submodules,
+                "warnings": report.warnings,
+                "at": time.time(),
+            },
+        )
+    with store.read() as conn:
+        report.modules = conn.execute(
+            "SELECT count(*) FROM modules WHERE status = 'indexed'"
+        ).fetchone()[0]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _warning(read_warning: str | None, facts: ModuleFacts) -> str | None:
+    parts = [w for w in (read_warning,) if w]
+    if facts.syntax_errors:
+        parts.append(f"{facts.syntax_errors} syntax error(s); kept what parsed")
+    return "; ".join(parts) or None
+
+
+def _update_edges(
+    root: Path,
+    store: NoteStore,
+    report: IndexReport,
+    old_edges: dict[str, set[str]],
+    old_refs: dict[str, set[str]],
+    *,
+    recompute_all: bool,
+) -> None:
+    """Resolve imports to edges, and collect modules whose graph context changed."""
+    go_module = _go_module(root)
+    changed = {c.path for c in report.changed}
+    with store.read() as conn:
+        paths = frozenset(
+            r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")
+        )
+        targets = paths if recompute_all else frozenset(changed & paths)
+        facts_by_path = {
+            p: ModuleFacts.from_dict(f)
+            for p in targets
+            if (f := store.facts_json(conn, p)) is not None
+        }
+    affected: set[str] = set()
+    with store.write() as conn:
+        for path, facts in facts_by_path.items():
+            dsts: set[str] = set()
+            for imp in facts.imports:
+                dsts.update(
+                    d for d in resolve_import(path, facts.lang, imp, paths, go_module) if d != path
+                )
+            before = old_edges.get(path)
+            if before is None and path not in changed:
+                before = {
+                    r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (path,))
+                }
+            store.set_edges(conn, path, sorted(dsts))
+            if before is not None:
+                affected |= before ^ dsts
+                if before != dsts:
+                    affected.add(path)
+            else:
+                affected |= dsts
+        # callers are matched by name: a module whose calls changed affects the definers
+        names: set[str] = set()
+        for path in changed | set(report.removed):
+            new = {
+                r[0] for r in conn.execute("SELECT DISTINCT name FROM refs WHERE path = ?", (path,))
+            }
+            names |= new ^ old_refs.get(path, set())
+        for name in names:
+            affected.update(
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT path FROM symbols WHERE name = ? AND exported = 1", (name,)
+                )
+            )
+    report.affected = (affected & paths) - changed

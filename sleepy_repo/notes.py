@@ -1,0 +1,161 @@
+"""Notes: what sleep-time work produces for one module, and how claims are grounded.
+
+A backend writes a ``NoteDraft``: items whose claims cite *symbols* (qualnames) or the
+module header, never raw line numbers. ``ground`` maps every cited symbol to its span in the
+parse, computes the span's hash, and drops citations of symbols that do not exist. The hash
+lets a note outlive edits elsewhere in the file (``carry_over``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from sleepy_repo.parse.facts import ModuleFacts
+
+KINDS = ("summary", "qa", "fact", "symbol", "code")
+MODULE = "<module>"  # pseudo-symbol: the module header (doc comment + imports)
+
+
+@dataclass(frozen=True)
+class Citation:
+    path: str
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    symbol: str | None
+    span_sha: str
+
+
+@dataclass(frozen=True)
+class DraftItem:
+    """A claim as a backend writes it: citing symbols by qualname (or ``MODULE``)."""
+
+    kind: str
+    text: str
+    cites: tuple[str, ...]  # qualnames in this module, or MODULE
+    question: str | None = None
+    symbol: str | None = None  # the symbol the item is about, if any
+    extra: tuple[Citation, ...] = ()  # already-grounded citations into other modules
+
+
+@dataclass
+class NoteDraft:
+    items: list[DraftItem]
+    generated: bool  # written by a model (vs derived from facts)
+
+
+@dataclass(frozen=True)
+class NoteItem:
+    kind: str
+    text: str
+    question: str | None
+    symbol: str | None
+    start_line: int
+    end_line: int
+    citations: tuple[Citation, ...]
+    generated: bool
+    stale: bool = False
+
+
+@dataclass
+class NoteKey:
+    path: str
+    blob_sha: str
+    prompt_version: str
+    backend: str
+    model: str
+    effort: str
+
+
+@dataclass
+class ModuleNotes:
+    key: NoteKey
+    items: list[NoteItem] = field(default_factory=list)
+    dropped_citations: int = 0  # cited symbols that did not exist in the parse
+
+
+def span_sha(lines: list[str], start: int, end: int) -> str:
+    """Hash of lines ``start..end`` (1-based, inclusive), ignoring trailing white space."""
+    body = "\n".join(line.rstrip() for line in lines[start - 1 : end])
+    return hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def header_span(facts: ModuleFacts) -> tuple[int, int]:
+    end = max(1, min(facts.header_end, facts.line_count)) if facts.line_count else 1
+    return 1, end
+
+
+def cite(facts: ModuleFacts, lines: list[str], name: str) -> Citation | None:
+    """Ground one cited name (a qualname or ``MODULE``) in ``facts``; None if unknown."""
+    if name == MODULE:
+        start, end = header_span(facts)
+        return Citation(facts.path, start, end, None, span_sha(lines, start, end))
+    sym = facts.symbol(name)
+    if sym is None:
+        return None
+    return Citation(
+        facts.path,
+        sym.start_line,
+        sym.end_line,
+        sym.qualname,
+        span_sha(lines, sym.start_line, sym.end_line),
+    )
+
+
+def ground(draft: NoteDraft, facts: ModuleFacts, lines: list[str], key: NoteKey) -> ModuleNotes:
+    """Turn a draft into stored items; drop unknown citations, and items left with none."""
+    notes = ModuleNotes(key=key)
+    for d in draft.items:
+        cits: list[Citation] = []
+        for name in d.cites:
+            c = cite(facts, lines, name)
+            if c is None:
+                notes.dropped_citations += 1
+            elif c not in cits:
+                cits.append(c)
+        if not cits:
+            continue
+        primary = next((c for c in cits if d.symbol and c.symbol == d.symbol), cits[0])
+        symbol = primary.symbol if d.symbol else None
+        notes.items.append(
+            NoteItem(
+                kind=d.kind,
+                text=d.text,
+                question=d.question,
+                symbol=symbol,
+                start_line=primary.start_line,
+                end_line=primary.end_line,
+                citations=tuple(cits) + tuple(d.extra),
+                generated=draft.generated,
+            )
+        )
+    return notes
+
+
+def carry_over(items: list[NoteItem], facts: ModuleFacts, lines: list[str]) -> list[NoteItem]:
+    """Re-anchor items of an older version of a module in its new version.
+
+    An item stays fresh when every citation into this module still finds its symbol (or
+    header) with an unchanged span hash; its lines move with the symbol. Otherwise it is
+    kept but marked stale, so it is served with ``stale: true`` until refreshed.
+    """
+    out: list[NoteItem] = []
+    for item in items:
+        stale = item.stale
+        cits: list[Citation] = []
+        for c in item.citations:
+            if c.path != facts.path:
+                cits.append(c)
+                continue
+            now = cite(facts, lines, c.symbol if c.symbol else MODULE)
+            if now is None or now.span_sha != c.span_sha:
+                stale = True
+                cits.append(c if now is None else replace(now, span_sha=c.span_sha))
+            else:
+                cits.append(now)
+        primary = next((c for c in cits if c.path == facts.path), None)
+        start, end = (primary.start_line, primary.end_line) if primary else (1, 1)
+        out.append(
+            replace(item, citations=tuple(cits), start_line=start, end_line=end, stale=stale)
+        )
+    return out

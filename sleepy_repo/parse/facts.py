@@ -1,0 +1,90 @@
+"""What the parser knows about one module: symbols, imports, references, docs.
+
+All line numbers are 1-based and inclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A definition: function, class, method, struct, interface, enum, trait, type."""
+
+    name: str  # simple name as written, e.g. "add"
+    qualname: str  # dotted path inside the module, e.g. "Cart.add"
+    kind: str  # function | class | method | struct | interface | enum | trait | type
+    start_line: int  # line of the definition keyword/name (decorators and comments excluded)
+    end_line: int  # last line of the definition
+    signature: str  # the definition's head, up to (not including) its body, one line
+    doc: str = ""  # docstring or leading comment, stripped of comment markers
+    parent: str | None = None  # qualname of the enclosing class/impl, if any
+    exported: bool = True  # public by the language's convention
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import statement (or one imported module of it)."""
+
+    module: str  # module spec as written: "os.path", ".cart", "./cart", "fmt", "crate::cart"
+    names: tuple[str, ...]  # names imported from it ("*" for a glob), empty for plain imports
+    line: int
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A call or use of a name, for heuristic "what calls X" answers."""
+
+    name: str
+    line: int
+
+
+@dataclass
+class ModuleFacts:
+    path: str
+    lang: str
+    line_count: int
+    doc: str = ""  # module docstring or leading comment
+    header_end: int = 0  # last line of the module header (doc comment + imports); 0 if none
+    symbols: list[Symbol] = field(default_factory=list)
+    imports: list[Import] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+    syntax_errors: int = 0  # ERROR/MISSING nodes; what parsed is still kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModuleFacts:
+        return cls(
+            path=data["path"],
+            lang=data["lang"],
+            line_count=data["line_count"],
+            doc=data.get("doc", ""),
+            header_end=data.get("header_end", 0),
+            symbols=[Symbol(**s) for s in data.get("symbols", [])],
+            imports=[
+                Import(module=i["module"], names=tuple(i["names"]), line=i["line"])
+                for i in data.get("imports", [])
+            ],
+            references=[Reference(**r) for r in data.get("references", [])],
+            syntax_errors=data.get("syntax_errors", 0),
+        )
+
+    def symbol(self, qualname: str) -> Symbol | None:
+        for sym in self.symbols:
+            if sym.qualname == qualname:
+                return sym
+        return None
+
+    def enclosing_symbol(self, line: int) -> Symbol | None:
+        """The innermost symbol whose span contains ``line``."""
+        best: Symbol | None = None
+        for sym in self.symbols:
+            if sym.start_line <= line <= sym.end_line and (
+                best is None or sym.end_line - sym.start_line < best.end_line - best.start_line
+            ):
+                best = sym
+        return best

@@ -1,0 +1,423 @@
+"""Retrieve: rank modules for a question by fusing every signal, then pack a token budget.
+
+"Rank with everything; serve what is compact" (DESIGN §5). Files are ranked by reciprocal
+rank fusion of:
+
+* BM25 over whole files (path + content),
+* BM25 over raw code chunks,
+* BM25 over note items (text, predicted questions, symbol names) of current notes,
+* exact symbol-name matches of identifiers in the question,
+* path matches of words in the question,
+
+then nudged along the import graph. The context is packed in passes: one item per ranked
+file first (its best-matching note item, else its summary), then more items of the top
+files, then cited code spans while budget remains. Every item carries its citations and its
+``stale`` flag. Token counts use ``tokens.count_tokens`` on the rendered item.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sleepy_repo.notes import Citation, NoteItem
+from sleepy_repo.store import NoteStore, fts_text, item_from_row
+from sleepy_repo.tokens import count_tokens
+
+SCHEMA_VERSION = 1
+RRF_K = 60
+FUSION_WEIGHTS: dict[str, float] = {
+    "files": 1.0,
+    "chunks": 1.0,
+    "notes": 1.0,
+    "symbols": 1.0,
+    "paths": 0.7,
+}
+GRAPH_WEIGHT = 0.15
+MAX_TERMS = 32
+
+_STOPWORDS_TEXT = """
+    a an and are as at be but by can could did do does for from had has have how i if in
+    into is it its make makes may more most must new no not of on or our should so some
+    than that the their them then there these this those to too use used using was we
+    were what when where which who why will with would you your add added adds allow
+    allows fix fixed fixes change changed changes update updated updates remove removed
+    support instead also now only when via
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
+
+@dataclass
+class ContextItem:
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str
+    text: str
+    generated: bool
+    stale: bool
+    score: float
+    citations: list[Citation] = field(default_factory=list)
+
+    def render(self) -> str:
+        """The item as a model reads it; its token count is what the budget pays."""
+        where = f"{self.path}:{self.start_line}-{self.end_line}"
+        flags = " (stale)" if self.stale else ""
+        if self.kind == "code":
+            return f"{where}{flags}\n{self.text}"
+        return f"{where} [{self.kind}]{flags} {self.text}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["score"] = round(self.score, 6)
+        d["citations"] = [
+            {"path": c.path, "start_line": c.start_line, "end_line": c.end_line, "symbol": c.symbol}
+            for c in self.citations
+        ]
+        return d
+
+
+@dataclass
+class Context:
+    question: str
+    budget: int
+    tokens: int = 0
+    items: list[ContextItem] = field(default_factory=list)
+    ranking: list[tuple[str, float]] = field(default_factory=list)  # files, best first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "question": self.question,
+            "budget": self.budget,
+            "tokens": self.tokens,
+            "items": [i.to_json() for i in self.items],
+        }
+
+    def files(self) -> list[str]:
+        """Distinct files in the order the context first cites them."""
+        seen: dict[str, None] = {}
+        for item in self.items:
+            seen.setdefault(item.path, None)
+        return list(seen)
+
+
+# -- query terms ---------------------------------------------------------------------------
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def query_terms(question: str) -> list[str]:
+    """Lower-case search words of a question (identifiers split like the index splits them)."""
+    words: dict[str, None] = {}
+    for raw in _WORD.findall(fts_text(question)):
+        for part in raw.split("_"):
+            w = part.lower()
+            if len(w) >= 2 and w not in STOPWORDS and not w.isdigit():
+                words.setdefault(w, None)
+    return list(words)[:MAX_TERMS]
+
+
+def identifiers(question: str) -> list[str]:
+    """Words of the question that could be symbol names (as written)."""
+    out: dict[str, None] = {}
+    for w in _WORD.findall(question):
+        if len(w) >= 3 and w.lower() not in STOPWORDS:
+            out.setdefault(w, None)
+    return list(out)
+
+
+def fts_query(terms: list[str]) -> str:
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
+# -- signals -------------------------------------------------------------------------------
+def bm25_files(conn: sqlite3.Connection, terms: list[str], limit: int = 200) -> list[str]:
+    if not terms:
+        return []
+    rows = conn.execute(
+        "SELECT m.path FROM files_fts f JOIN modules m ON m.file_rowid = f.rowid "
+        "WHERE files_fts MATCH ? ORDER BY bm25(files_fts, 2.0, 1.0) LIMIT ?",
+        (fts_query(terms), limit),
+    )
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: int
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    text: str
+    servable: bool
+
+
+def bm25_chunks(conn: sqlite3.Connection, terms: list[str], limit: int = 300) -> list[Chunk]:
+    if not terms:
+        return []
+    rows = conn.execute(
+        "SELECT c.id, c.path, c.start_line, c.end_line, c.symbol, c.text, c.servable "
+        "FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
+        "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+        (fts_query(terms), limit),
+    )
+    return [Chunk(*r) for r in rows]
+
+
+def bm25_items(
+    conn: sqlite3.Connection, terms: list[str], limit: int = 400
+) -> list[tuple[int, str]]:
+    """(note item id, path) of current notes, best first."""
+    if not terms:
+        return []
+    rows = conn.execute(
+        "SELECT i.id, i.path FROM items_fts f "
+        "JOIN note_items i ON i.id = f.rowid "
+        "JOIN notes n ON n.id = i.note_id "
+        "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "WHERE items_fts MATCH ? ORDER BY bm25(items_fts, 2.0, 1.0, 1.5) LIMIT ?",
+        (fts_query(terms), limit),
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def symbol_matches(conn: sqlite3.Connection, names: list[str]) -> list[str]:
+    """Files defining symbols named in the question, most matches first."""
+    if not names:
+        return []
+    counts: dict[str, float] = defaultdict(float)
+    for name in names:
+        rows = conn.execute(
+            "SELECT DISTINCT path, instr(qualname, '.') = 0 FROM symbols "
+            "WHERE name = ? COLLATE NOCASE LIMIT 50",
+            (name,),
+        ).fetchall()
+        if not rows or len(rows) >= 50:
+            continue  # unknown, or too common to tell anything
+        for path, top in rows:
+            counts[path] += (1.0 if top else 0.6) / len(rows)
+    return sorted(counts, key=lambda p: (-counts[p], p))
+
+
+def path_matches(paths: list[str], terms: list[str]) -> list[str]:
+    tset = set(terms)
+    scored: list[tuple[int, str]] = []
+    for p in paths:
+        words = set(query_terms(p.replace("/", " ").replace(".", " ")))
+        n = len(words & tset)
+        if n:
+            scored.append((n, p))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return [p for _, p in scored]
+
+
+def fuse(lists: dict[str, list[str]]) -> dict[str, float]:
+    scores: dict[str, float] = defaultdict(float)
+    for name, ranked in lists.items():
+        w = FUSION_WEIGHTS.get(name, 1.0)
+        seen: set[str] = set()
+        rank = 0
+        for path in ranked:
+            if path in seen:
+                continue
+            seen.add(path)
+            rank += 1
+            scores[path] += w / (RRF_K + rank)
+    return scores
+
+
+def _graph_nudge(conn: sqlite3.Connection, scores: dict[str, float]) -> None:
+    top = sorted(scores, key=lambda p: -scores[p])[:10]
+    bonus: dict[str, float] = defaultdict(float)
+    for p in top:
+        for (n,) in conn.execute(
+            "SELECT dst FROM edges WHERE src = ? UNION SELECT src FROM edges WHERE dst = ?",
+            (p, p),
+        ):
+            bonus[n] += GRAPH_WEIGHT * scores[p]
+    for n, b in bonus.items():
+        scores[n] += b
+
+
+@dataclass
+class Ranking:
+    files: list[tuple[str, float]]
+    chunks: list[Chunk]
+    item_rank: dict[int, int]  # note item id -> rank among matches
+
+
+def rank(conn: sqlite3.Connection, question: str) -> Ranking:
+    terms = query_terms(question)
+    chunks = bm25_chunks(conn, terms)
+    items = bm25_items(conn, terms)
+    all_paths = [r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")]
+    lists = {
+        "files": bm25_files(conn, terms),
+        "chunks": [c.path for c in chunks],
+        "notes": [p for _, p in items],
+        "symbols": symbol_matches(conn, identifiers(question)),
+        "paths": path_matches(all_paths, terms),
+    }
+    scores = fuse(lists)
+    _graph_nudge(conn, scores)
+    files = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return Ranking(
+        files=files, chunks=chunks, item_rank={iid: r for r, (iid, _) in enumerate(items)}
+    )
+
+
+# -- serving -------------------------------------------------------------------------------
+def active_items(
+    conn: sqlite3.Connection, paths: list[str]
+) -> dict[str, list[tuple[int, NoteItem]]]:
+    """The items served for each module's current blob.
+
+    Where a model wrote notes, its summary/Q&A/facts replace the static ones; the static
+    per-symbol items stay (they are exact and cheap).
+    """
+    out: dict[str, list[tuple[int, NoteItem]]] = {}
+    for path in paths:
+        rows = conn.execute(
+            "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
+            "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+            "WHERE n.path = ? ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal",
+            (path,),
+        ).fetchall()
+        generated = [r for r in rows if r["generated"]]
+        if generated:
+            best_backend = generated[0]["backend"]
+            rows = [
+                r
+                for r in rows
+                if r["backend"] == best_backend
+                or (r["backend"] == "static" and r["kind"] == "symbol")
+            ]
+        out[path] = [(r["id"], item_from_row(r)) for r in rows]
+    return out
+
+
+def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
+    return ContextItem(
+        path=path,
+        start_line=item.start_line,
+        end_line=item.end_line,
+        symbol=item.symbol,
+        kind=item.kind,
+        text=item.text,
+        generated=item.generated,
+        stale=item.stale,
+        score=score,
+        citations=list(item.citations),
+    )
+
+
+def pack(
+    ranking: Ranking,
+    conn: sqlite3.Connection,
+    question: str,
+    budget: int,
+    *,
+    max_files: int = 40,
+) -> Context:
+    ctx = Context(question=question, budget=budget, ranking=ranking.files)
+    files = ranking.files[:max_files]
+    active = active_items(conn, [p for p, _ in files])
+    chosen: dict[str, list[ContextItem]] = defaultdict(list)
+    used = 0
+
+    def try_add(path: str, item: ContextItem) -> bool:
+        nonlocal used
+        cost = count_tokens(item.render())
+        if used + cost > budget:
+            return False
+        chosen[path].append(item)
+        used += cost
+        return True
+
+    def ordered(path: str) -> list[tuple[int, NoteItem]]:
+        items = active.get(path, [])
+        matched = sorted(
+            (x for x in items if x[0] in ranking.item_rank), key=lambda x: ranking.item_rank[x[0]]
+        )
+        summary = [x for x in items if x[1].kind == "summary" and x not in matched]
+        return matched + summary
+
+    queues = {p: ordered(p) for p, _ in files}
+    # pass 1: one item per file, in rank order; pass 2: further items of the top files
+    for depth in (1, 3):
+        for path, score in files:
+            while len(chosen[path]) < depth and queues[path]:
+                _, item = queues[path].pop(0)
+                if not try_add(path, _to_item(path, item, score)):
+                    break
+            if budget - used < 12:
+                break
+    # pass 3: code of the best chunks in files already served
+    served = {p for p, v in chosen.items() if v}
+    score_of = dict(files)
+    for chunk in ranking.chunks:
+        if budget - used < 20:
+            break
+        if chunk.path not in served or not chunk.servable:
+            continue
+        try_add(
+            chunk.path,
+            ContextItem(
+                path=chunk.path,
+                start_line=chunk.start_line,
+                end_line=chunk.end_line,
+                symbol=chunk.symbol,
+                kind="code",
+                text=chunk.text,
+                generated=False,
+                stale=False,
+                score=score_of.get(chunk.path, 0.0),
+                citations=[
+                    Citation(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, "")
+                ],
+            ),
+        )
+    for path, _ in files:
+        ctx.items.extend(chosen.get(path, []))
+    ctx.tokens = used
+    return ctx
+
+
+def pack_paths(ranking: Ranking, question: str, budget: int) -> Context:
+    """Serve only the ranked list of paths (one per line) within the budget."""
+    ctx = Context(question=question, budget=budget, ranking=ranking.files)
+    for path, score in ranking.files:
+        item = ContextItem(
+            path=path,
+            start_line=1,
+            end_line=1,
+            symbol=None,
+            kind="path",
+            text=path,
+            generated=False,
+            stale=False,
+            score=score,
+        )
+        cost = count_tokens(path)
+        if ctx.tokens + cost > budget:
+            break
+        ctx.items.append(item)
+        ctx.tokens += cost
+    return ctx
+
+
+def context(
+    store: NoteStore, question: str, budget: int, *, log_source: str | None = None
+) -> Context:
+    with store.read() as conn:
+        ranking = rank(conn, question)
+        ctx = pack(ranking, conn, question, budget)
+    if log_source:
+        with store.write() as conn:
+            store.log_hit(conn, log_source, question, ctx.files())
+    return ctx

@@ -1,0 +1,558 @@
+"""The note store: SQLite (WAL, FTS5) under ``.sleepy/index.db``.
+
+All access goes through ``NoteStore.read()`` / ``NoteStore.write()``: one connection and one
+short transaction each, placeholders only. Several processes (CLI, language server,
+watcher, hook) may write at once: WAL + a busy timeout + ``BEGIN IMMEDIATE`` serialise them,
+and a kill -9 mid-write leaves the last committed state. The schema is created in a temp
+file and atomically renamed into place, so a half-created store never exists.
+
+Tables: ``meta``, ``modules`` (the scanned state of every path), ``symbols``, ``edges``
+(import graph), ``chunks`` (raw code), ``notes`` + ``note_items`` (keyed by
+``(path, blob_sha, prompt_version, backend, model, effort)``), ``jobs``, ``ledger``
+and ``hits``. FTS5 tables index note items, code chunks and whole files; triggers keep
+them consistent with their rows inside the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sleepy_repo.errors import StoreCorruptError, StoreError
+from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "index.db"
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA_V1 = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE modules(
+  path TEXT PRIMARY KEY,
+  lang TEXT,
+  blob_sha TEXT,
+  size INTEGER,
+  mtime_ns INTEGER,
+  status TEXT NOT NULL,            -- indexed | skipped
+  reason TEXT,                     -- why skipped
+  warning TEXT,                    -- indexed, but with a caveat (e.g. not UTF-8)
+  line_count INTEGER,
+  facts_json TEXT,
+  file_rowid INTEGER,              -- rowid in files_fts
+  updated_at REAL NOT NULL
+);
+CREATE TABLE symbols(
+  path TEXT NOT NULL, qualname TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+  start_line INTEGER NOT NULL, end_line INTEGER NOT NULL, signature TEXT, exported INTEGER
+);
+CREATE INDEX symbols_path ON symbols(path);
+CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
+CREATE TABLE edges(src TEXT NOT NULL, dst TEXT NOT NULL, PRIMARY KEY(src, dst));
+CREATE INDEX edges_dst ON edges(dst);
+CREATE TABLE refs(path TEXT NOT NULL, name TEXT NOT NULL, line INTEGER NOT NULL);
+CREATE INDEX refs_name ON refs(name);
+CREATE INDEX refs_path ON refs(path);
+CREATE TABLE chunks(
+  id INTEGER PRIMARY KEY, path TEXT NOT NULL, start_line INTEGER NOT NULL,
+  end_line INTEGER NOT NULL, symbol TEXT, text TEXT NOT NULL,
+  servable INTEGER NOT NULL        -- an exact header/symbol span (gaps are searched only)
+);
+CREATE INDEX chunks_path ON chunks(path);
+CREATE TABLE notes(
+  id INTEGER PRIMARY KEY,
+  path TEXT NOT NULL, blob_sha TEXT NOT NULL, prompt_version TEXT NOT NULL,
+  backend TEXT NOT NULL, model TEXT NOT NULL, effort TEXT NOT NULL,
+  origin TEXT NOT NULL,            -- written | carried (re-anchored from an older blob)
+  dropped_citations INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  UNIQUE(path, blob_sha, prompt_version, backend, model, effort)
+);
+CREATE INDEX notes_path ON notes(path, blob_sha);
+CREATE TABLE note_items(
+  id INTEGER PRIMARY KEY,
+  note_id INTEGER NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
+  ordinal INTEGER NOT NULL, kind TEXT NOT NULL, question TEXT, text TEXT NOT NULL,
+  symbol TEXT, start_line INTEGER NOT NULL, end_line INTEGER NOT NULL,
+  citations_json TEXT NOT NULL, generated INTEGER NOT NULL, stale INTEGER NOT NULL,
+  path TEXT NOT NULL
+);
+CREATE INDEX note_items_note ON note_items(note_id);
+CREATE TABLE jobs(
+  id INTEGER PRIMARY KEY, path TEXT NOT NULL, blob_sha TEXT NOT NULL, backend TEXT NOT NULL,
+  reason TEXT NOT NULL, priority REAL NOT NULL DEFAULT 0, status TEXT NOT NULL,
+  error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+  UNIQUE(path, blob_sha, backend)
+);
+CREATE TABLE ledger(
+  id INTEGER PRIMARY KEY, ts REAL NOT NULL, backend TEXT NOT NULL, model TEXT NOT NULL,
+  path TEXT, reason TEXT NOT NULL, input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0, cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_write_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE hits(
+  id INTEGER PRIMARY KEY, ts REAL NOT NULL, source TEXT NOT NULL, query TEXT,
+  paths_json TEXT NOT NULL
+);
+
+CREATE VIRTUAL TABLE items_fts USING fts5(question, text, terms, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE files_fts USING fts5(path, body, tokenize='porter unicode61');
+
+CREATE TRIGGER note_items_ad AFTER DELETE ON note_items BEGIN
+  DELETE FROM items_fts WHERE rowid = old.id;
+END;
+CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+  DELETE FROM chunks_fts WHERE rowid = old.id;
+END;
+"""
+
+# version -> statements that bring a store from version-1 to version
+MIGRATIONS: dict[int, str] = {}
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    path: str
+    lang: str | None
+    blob_sha: str | None
+    size: int | None
+    mtime_ns: int | None
+    status: str
+    reason: str | None
+    warning: str | None
+    line_count: int | None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class NoteStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / DB_NAME
+
+    # -- lifecycle -------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the store if missing, check and migrate it otherwise."""
+        if not self.path.exists():
+            self._create()
+            return
+        self._check_and_migrate()
+
+    def _create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=self.directory)
+        os.close(fd)
+        try:
+            with closing(sqlite3.connect(tmp)) as conn:
+                conn.executescript(_SCHEMA_V1)
+                for version in sorted(MIGRATIONS):
+                    conn.executescript(MIGRATIONS[version])
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.commit()
+            if self.path.exists():  # another process won the race; keep theirs
+                return
+            os.replace(tmp, self.path)
+            tmp = ""
+        finally:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+
+    def _rebuild_hint(self) -> str:
+        return "run `sleepy-repo init --rebuild` to move it aside and build a new one"
+
+    def _check_and_migrate(self) -> None:
+        try:
+            with closing(_connect(self.path)) as conn:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if app_id != APPLICATION_ID:
+                    raise StoreCorruptError(
+                        f"{self.path} is not a sleepy-repo store; {self._rebuild_hint()}"
+                    )
+                if version > SCHEMA_VERSION:
+                    raise StoreCorruptError(
+                        f"{self.path} has schema version {version}, newer than this "
+                        f"sleepy-repo ({SCHEMA_VERSION}); upgrade sleepy-repo or "
+                        f"{self._rebuild_hint()}"
+                    )
+                if version < SCHEMA_VERSION:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for v in range(version + 1, SCHEMA_VERSION + 1):
+                        log.info("migrating %s to schema version %d", self.path, v)
+                        for stmt in MIGRATIONS[v].split(";\n"):
+                            if stmt.strip():
+                                conn.execute(stmt)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(
+                f"{self.path} cannot be read as a SQLite database ({exc}); {self._rebuild_hint()}"
+            ) from None
+
+    def rebuild(self) -> Path | None:
+        """Move a broken store aside (``index.db.broken-<ts>``) and create a new one."""
+        moved: Path | None = None
+        if self.path.exists():
+            moved = self.path.with_name(f"{DB_NAME}.broken-{int(time.time())}")
+            os.replace(self.path, moved)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(DB_NAME + suffix)
+                if side.exists():
+                    os.replace(side, moved.with_name(moved.name + suffix))
+        self._create()
+        return moved
+
+    def integrity_errors(self) -> list[str]:
+        """``PRAGMA integrity_check`` plus FTS consistency; [] when healthy."""
+        errors: list[str] = []
+        with self.read() as conn:
+            for (row,) in conn.execute("PRAGMA integrity_check"):
+                if row != "ok":
+                    errors.append(row)
+            pairs = [
+                ("note_items", "items_fts"),
+                ("chunks", "chunks_fts"),
+            ]
+            for table, fts in pairs:
+                missing = conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE id NOT IN (SELECT rowid FROM {fts})"
+                ).fetchone()[0]
+                extra = conn.execute(
+                    f"SELECT count(*) FROM {fts} WHERE rowid NOT IN (SELECT id FROM {table})"
+                ).fetchone()[0]
+                if missing or extra:
+                    errors.append(f"{fts}: {missing} rows missing, {extra} orphaned")
+            orphan_files = conn.execute(
+                "SELECT count(*) FROM files_fts WHERE rowid NOT IN "
+                "(SELECT file_rowid FROM modules WHERE file_rowid IS NOT NULL)"
+            ).fetchone()[0]
+            if orphan_files:
+                errors.append(f"files_fts: {orphan_files} orphaned rows")
+        return errors
+
+    # -- connections -----------------------------------------------------------------
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = _connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (``BEGIN IMMEDIATE``); rolled back on error."""
+        with self.read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    @staticmethod
+    def get_meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- modules ---------------------------------------------------------------------
+    @staticmethod
+    def modules(conn: sqlite3.Connection) -> dict[str, ModuleRow]:
+        rows = conn.execute(
+            "SELECT path, lang, blob_sha, size, mtime_ns, status, reason, warning, line_count "
+            "FROM modules"
+        )
+        return {r["path"]: ModuleRow(*r) for r in rows}
+
+    @staticmethod
+    def delete_module(conn: sqlite3.Connection, path: str) -> None:
+        row = conn.execute("SELECT file_rowid FROM modules WHERE path = ?", (path,)).fetchone()
+        if row and row[0] is not None:
+            conn.execute("DELETE FROM files_fts WHERE rowid = ?", (row[0],))
+        conn.execute("DELETE FROM symbols WHERE path = ?", (path,))
+        conn.execute("DELETE FROM edges WHERE src = ?", (path,))
+        conn.execute("DELETE FROM refs WHERE path = ?", (path,))
+        conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        conn.execute("DELETE FROM modules WHERE path = ?", (path,))
+
+    @staticmethod
+    def put_skipped(conn: sqlite3.Connection, path: str, reason: str) -> None:
+        NoteStore.delete_module(conn, path)
+        conn.execute(
+            "INSERT INTO modules(path, status, reason, updated_at) VALUES (?, 'skipped', ?, ?)",
+            (path, reason, time.time()),
+        )
+
+    @staticmethod
+    def touch_module(conn: sqlite3.Connection, path: str, mtime_ns: int) -> None:
+        conn.execute("UPDATE modules SET mtime_ns = ? WHERE path = ?", (mtime_ns, path))
+
+    @staticmethod
+    def put_module(
+        conn: sqlite3.Connection,
+        *,
+        path: str,
+        lang: str,
+        blob_sha: str,
+        size: int,
+        mtime_ns: int,
+        warning: str | None,
+        facts: dict[str, Any],
+        body: str,
+        chunks: list[tuple[int, int, str | None, str, bool]],
+        fts_path: str,
+        fts_body: str,
+    ) -> None:
+        NoteStore.delete_module(conn, path)
+        cur = conn.execute("INSERT INTO files_fts(path, body) VALUES (?, ?)", (fts_path, fts_body))
+        conn.execute(
+            "INSERT INTO modules(path, lang, blob_sha, size, mtime_ns, status, warning, "
+            "line_count, facts_json, file_rowid, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 'indexed', ?, ?, ?, ?, ?)",
+            (
+                path,
+                lang,
+                blob_sha,
+                size,
+                mtime_ns,
+                warning,
+                facts["line_count"],
+                json.dumps(facts),
+                cur.lastrowid,
+                time.time(),
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO symbols(path, qualname, name, kind, start_line, end_line, signature, "
+            "exported) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    path,
+                    s["qualname"],
+                    s["name"],
+                    s["kind"],
+                    s["start_line"],
+                    s["end_line"],
+                    s["signature"],
+                    int(s["exported"]),
+                )
+                for s in facts["symbols"]
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO refs(path, name, line) VALUES (?, ?, ?)",
+            [(path, r["name"], r["line"]) for r in facts["references"]],
+        )
+        for start, end, symbol, text, servable in chunks:
+            cur = conn.execute(
+                "INSERT INTO chunks(path, start_line, end_line, symbol, text, servable) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (path, start, end, symbol, text, int(servable)),
+            )
+            conn.execute(
+                "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
+                (cur.lastrowid, fts_text(text)),
+            )
+
+    @staticmethod
+    def set_edges(conn: sqlite3.Connection, src: str, dsts: list[str]) -> None:
+        conn.execute("DELETE FROM edges WHERE src = ?", (src,))
+        conn.executemany(
+            "INSERT OR IGNORE INTO edges(src, dst) VALUES (?, ?)", [(src, d) for d in dsts]
+        )
+
+    @staticmethod
+    def facts_json(conn: sqlite3.Connection, path: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT facts_json FROM modules WHERE path = ? AND status = 'indexed'", (path,)
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    # -- notes -----------------------------------------------------------------------
+    @staticmethod
+    def note_keys(conn: sqlite3.Connection, path: str, blob_sha: str) -> list[NoteKey]:
+        rows = conn.execute(
+            "SELECT path, blob_sha, prompt_version, backend, model, effort FROM notes "
+            "WHERE path = ? AND blob_sha = ?",
+            (path, blob_sha),
+        )
+        return [NoteKey(*r) for r in rows]
+
+    @staticmethod
+    def has_notes(conn: sqlite3.Connection, key: NoteKey) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
+                "AND backend = ? AND model = ? AND effort = ?",
+                (key.path, key.blob_sha, key.prompt_version, key.backend, key.model, key.effort),
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def put_notes(conn: sqlite3.Connection, notes: ModuleNotes, *, origin: str, terms: str) -> None:
+        """Insert or replace the notes of one key (items + FTS rows, in the caller's tx)."""
+        k = notes.key
+        conn.execute(
+            "DELETE FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
+            "AND backend = ? AND model = ? AND effort = ?",
+            (k.path, k.blob_sha, k.prompt_version, k.backend, k.model, k.effort),
+        )
+        cur = conn.execute(
+            "INSERT INTO notes(path, blob_sha, prompt_version, backend, model, effort, origin, "
+            "dropped_citations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                k.path,
+                k.blob_sha,
+                k.prompt_version,
+                k.backend,
+                k.model,
+                k.effort,
+                origin,
+                notes.dropped_citations,
+                time.time(),
+            ),
+        )
+        note_id = cur.lastrowid
+        for i, item in enumerate(notes.items):
+            cur = conn.execute(
+                "INSERT INTO note_items(note_id, ordinal, kind, question, text, symbol, "
+                "start_line, end_line, citations_json, generated, stale, path) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    note_id,
+                    i,
+                    item.kind,
+                    item.question,
+                    item.text,
+                    item.symbol,
+                    item.start_line,
+                    item.end_line,
+                    citations_to_json(item.citations),
+                    int(item.generated),
+                    int(item.stale),
+                    k.path,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)",
+                (
+                    cur.lastrowid,
+                    item.question or "",
+                    item.text,
+                    terms + " " + (item.symbol or "").replace(".", " "),
+                ),
+            )
+
+    @staticmethod
+    def load_items(conn: sqlite3.Connection, key: NoteKey) -> list[NoteItem]:
+        rows = conn.execute(
+            "SELECT i.* FROM note_items i JOIN notes n ON n.id = i.note_id "
+            "WHERE n.path = ? AND n.blob_sha = ? AND n.prompt_version = ? AND n.backend = ? "
+            "AND n.model = ? AND n.effort = ? ORDER BY i.ordinal",
+            (key.path, key.blob_sha, key.prompt_version, key.backend, key.model, key.effort),
+        )
+        return [item_from_row(r) for r in rows]
+
+    @staticmethod
+    def add_ledger(
+        conn: sqlite3.Connection,
+        *,
+        backend: str,
+        model: str,
+        path: str | None,
+        reason: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO ledger(ts, backend, model, path, reason, input_tokens, output_tokens, "
+            "cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                time.time(),
+                backend,
+                model,
+                path,
+                reason,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+                cost_usd,
+            ),
+        )
+
+    @staticmethod
+    def log_hit(conn: sqlite3.Connection, source: str, query: str, paths: list[str]) -> None:
+        conn.execute(
+            "INSERT INTO hits(ts, source, query, paths_json) VALUES (?, ?, ?, ?)",
+            (time.time(), source, query, json.dumps(paths)),
+        )
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def fts_text(text: str) -> str:
+    """Text as FTS5 indexes it: camelCase split into words (snake_case splits natively)."""
+    return _CAMEL.sub(" ", text)
+
+
+def citations_to_json(cits: tuple[Citation, ...]) -> str:
+    return json.dumps([[c.path, c.start_line, c.end_line, c.symbol, c.span_sha] for c in cits])
+
+
+def citations_from_json(text: str) -> tuple[Citation, ...]:
+    return tuple(Citation(p, s, e, sym, sha) for p, s, e, sym, sha in json.loads(text))
+
+
+def item_from_row(r: sqlite3.Row) -> NoteItem:
+    return NoteItem(
+        kind=r["kind"],
+        text=r["text"],
+        question=r["question"],
+        symbol=r["symbol"],
+        start_line=r["start_line"],
+        end_line=r["end_line"],
+        citations=citations_from_json(r["citations_json"]),
+        generated=bool(r["generated"]),
+        stale=bool(r["stale"]),
+    )

@@ -1,0 +1,71 @@
+"""Test helpers: the fixture-repo builder, git, and the installed CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = shutil.which("sleepy-repo", path=str(Path(sys.executable).parent)) or shutil.which(
+    "sleepy-repo"
+)
+
+
+def load_builder() -> ModuleType:
+    if "fixture_build" in sys.modules:
+        return sys.modules["fixture_build"]
+    spec = importlib.util.spec_from_file_location("fixture_build", ROOT / "fixtures" / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fixture_build"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+class CLI:
+    """Runs the installed ``sleepy-repo`` executable."""
+
+    def __init__(self, exe: str) -> None:
+        self.exe = exe
+
+    def run(
+        self,
+        *args: str,
+        repo: Path | None = None,
+        check: bool = True,
+        cwd: Path | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [self.exe, *args]
+        if repo is not None:
+            cmd += ["--repo", str(repo)]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                f"stderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str, repo: Path | None = None) -> Any:
+        return json.loads(self.run(*args, "--json", repo=repo).stdout)
