@@ -24,7 +24,7 @@ from sleepy_repo.scan import (
     read_module,
     scan,
 )
-from sleepy_repo.store import NoteStore, fts_text
+from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,6 @@ def code_chunks(facts: ModuleFacts, lines: list[str]) -> list[Chunk]:
     return out
 
 
-def path_words(path: str) -> str:
-    """A path as searchable words: ``a/cart_items.py`` -> ``a cart_items py a/cart_items.py``."""
-    return path.replace("/", " ").replace(".", " ") + " " + path
-
-
 def _go_module(root: Path) -> str | None:
     try:
         for line in (root / "go.mod").read_text(encoding="utf-8").splitlines():
@@ -140,6 +135,7 @@ def update_index(
     old_refs: dict[str, set[str]] = {}
     old_edges: dict[str, set[str]] = {}
     pending: list[tuple[Candidate, object]] = []
+    parsed: dict[str, ModuleFacts] = {}
     total = len(todo)
 
     def flush() -> None:
@@ -168,17 +164,14 @@ def update_index(
                     }
                 store.put_module(
                     conn,
-                    path=cand.path,
                     lang=cand.lang,
                     blob_sha=content.blob_sha,
                     size=cand.size,
                     mtime_ns=cand.mtime_ns,
                     warning=_warning(content.warning, facts),
-                    facts=facts.to_dict(),
-                    body=content.text,
+                    facts=facts,
+                    text=content.text,
                     chunks=chunks,
-                    fts_path=path_words(cand.path),
-                    fts_body=fts_text(content.text),
                 )
         pending.clear()
 
@@ -212,6 +205,7 @@ def update_index(
                         f"{cand.path}: {facts.syntax_errors} syntax error(s); kept what parsed"
                     )
                 pending.append((cand, (facts, content, code_chunks(facts, lines))))
+                parsed[cand.path] = facts
                 report.changed.append(
                     Changed(cand.path, row.blob_sha if row else None, content.blob_sha)
                 )
@@ -236,7 +230,16 @@ def update_index(
 
     paths_changed = any(c.old_blob is None for c in report.changed) or bool(report.removed)
     if report.changed or report.removed:
-        _update_edges(root, store, report, old_edges, old_refs, recompute_all=paths_changed)
+        _update_edges(
+            root,
+            store,
+            report,
+            old_edges,
+            old_refs,
+            parsed,
+            recompute_all=paths_changed,
+            cold=not stored,
+        )
     with store.write() as conn:
         store.set_meta(
             conn,
@@ -271,8 +274,10 @@ def _update_edges(
     report: IndexReport,
     old_edges: dict[str, set[str]],
     old_refs: dict[str, set[str]],
+    parsed: dict[str, ModuleFacts],
     *,
     recompute_all: bool,
+    cold: bool,
 ) -> None:
     """Resolve imports to edges, and collect modules whose graph context changed."""
     go_module = _go_module(root)
@@ -282,11 +287,10 @@ def _update_edges(
             r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")
         )
         targets = paths if recompute_all else frozenset(changed & paths)
-        facts_by_path = {
-            p: ModuleFacts.from_dict(f)
-            for p in targets
-            if (f := store.facts_json(conn, p)) is not None
-        }
+        facts_by_path = {p: parsed[p] for p in targets if p in parsed}
+        for p in targets - parsed.keys():
+            if (f := store.facts_json(conn, p)) is not None:
+                facts_by_path[p] = ModuleFacts.from_dict(f)
     affected: set[str] = set()
     with store.write() as conn:
         for path, facts in facts_by_path.items():
@@ -307,6 +311,9 @@ def _update_edges(
                     affected.add(path)
             else:
                 affected |= dsts
+        if cold:  # everything is new: nothing else to re-note
+            report.affected = set()
+            return
         # callers are matched by name: a module whose calls changed affects the definers
         names: set[str] = set()
         for path in changed | set(report.removed):

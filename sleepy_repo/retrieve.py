@@ -33,7 +33,7 @@ FUSION_WEIGHTS: dict[str, float] = {
     "files": 1.0,
     "chunks": 1.0,
     "notes": 1.0,
-    "symbols": 1.0,
+    "symbols": 1.5,
     "paths": 0.7,
 }
 GRAPH_WEIGHT = 0.15
@@ -186,21 +186,32 @@ def bm25_items(
     return [(r[0], r[1]) for r in rows]
 
 
+def _looks_like_code(word: str) -> bool:
+    return "_" in word or any(c.isupper() for c in word[1:]) or any(c.isdigit() for c in word)
+
+
 def symbol_matches(conn: sqlite3.Connection, names: list[str]) -> list[str]:
-    """Files defining symbols named in the question, most matches first."""
+    """Files defining symbols named in the question, best evidence first.
+
+    Code-shaped words (``vat_for_order``, ``priceCart``) match symbol names ignoring case
+    and count fully; plain words (``Cart``, ``total``) must match exactly and count half.
+    A name defined in many files says little, so each match is divided by their number.
+    """
     if not names:
         return []
     counts: dict[str, float] = defaultdict(float)
     for name in names:
+        code = _looks_like_code(name)
         rows = conn.execute(
             "SELECT DISTINCT path, instr(qualname, '.') = 0 FROM symbols "
-            "WHERE name = ? COLLATE NOCASE LIMIT 50",
+            + ("WHERE name = ? COLLATE NOCASE LIMIT 50" if code else "WHERE name = ? LIMIT 50"),
             (name,),
         ).fetchall()
         if not rows or len(rows) >= 50:
             continue  # unknown, or too common to tell anything
+        weight = 1.0 if code else 0.5
         for path, top in rows:
-            counts[path] += (1.0 if top else 0.6) / len(rows)
+            counts[path] += weight * (1.0 if top else 0.6) / len(rows)
     return sorted(counts, key=lambda p: (-counts[p], p))
 
 

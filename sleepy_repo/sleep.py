@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from sleepy_repo.index import Changed
@@ -54,40 +55,29 @@ def note_key(backend: Backend, path: str, blob: str, effort: str) -> NoteKey:
 
 
 def _callers(conn: sqlite3.Connection, facts: ModuleFacts) -> dict[str, list[Caller]]:
+    """Call sites of each public top-level symbol elsewhere, matched by name (heuristic),
+    each cited by the symbol that encloses the call."""
     out: dict[str, list[Caller]] = {}
-    cache: dict[str, ModuleFacts | None] = {}
     family = next((f for f in LANGUAGE_FAMILIES if facts.lang in f), (facts.lang,))
     marks = ",".join("?" * len(family))
     for sym in facts.symbols:
         if not sym.exported or sym.parent is not None:
             continue
         rows = conn.execute(
-            "SELECT r.path, r.line FROM refs r JOIN modules m ON m.path = r.path "
-            f"WHERE r.name = ? AND r.path != ? AND m.lang IN ({marks}) "
-            "ORDER BY r.path, r.line LIMIT ?",
-            (sym.name, facts.path, *family, MAX_CALLERS),
+            "SELECT path, line, caller, caller_start, caller_end FROM refs "
+            f"WHERE name = ? AND lang IN ({marks}) AND path != ? AND caller IS NOT NULL "
+            "LIMIT ?",
+            (sym.name, *family, facts.path, MAX_CALLERS),
         ).fetchall()
-        callers: list[Caller] = []
-        for path, line in rows:
-            if path not in cache:
-                data = NoteStore.facts_json(conn, path)
-                cache[path] = ModuleFacts.from_dict(data) if data else None
-            caller_facts = cache[path]
-            if caller_facts is None:
-                continue
-            enclosing = caller_facts.enclosing_symbol(line)
-            if enclosing is None:
-                continue  # module-level code: no symbol span to cite
-            callers.append(
-                Caller(
-                    path=path,
-                    symbol=enclosing.qualname,
-                    line=line,
-                    citation=Citation(
-                        path, enclosing.start_line, enclosing.end_line, enclosing.qualname, ""
-                    ),
-                )
+        callers = [
+            Caller(
+                path=path,
+                symbol=qualname,
+                line=line,
+                citation=Citation(path, start, end, qualname, ""),
             )
+            for path, line, qualname, start, end in rows
+        ]
         if callers:
             out[sym.qualname] = callers
     return out
@@ -104,18 +94,14 @@ def _read_lines(root: Path, path: str, expected_blob: str) -> list[str] | None:
     return data.decode("utf-8", "replace").splitlines()
 
 
-def _fill_caller_hashes(root: Path, callers: dict[str, list[Caller]]) -> None:
+def _fill_caller_hashes(
+    callers: dict[str, list[Caller]], lines_of: Callable[[str], list[str]]
+) -> None:
     """Caller citations point into other modules: hash their spans from the work tree."""
-    texts: dict[str, list[str]] = {}
     for lst in callers.values():
         for i, c in enumerate(lst):
-            if c.path not in texts:
-                try:
-                    texts[c.path] = (root / c.path).read_text("utf-8", "replace").splitlines()
-                except OSError:
-                    texts[c.path] = []
             cit = c.citation
-            sha = span_sha(texts[c.path], cit.start_line, cit.end_line)
+            sha = span_sha(lines_of(c.path), cit.start_line, cit.end_line)
             lst[i] = replace(c, citation=replace(cit, span_sha=sha))
 
 
@@ -150,26 +136,34 @@ def write_notes(
     with store.read() as conn:
         for path, blob in modules:
             key = note_key(backend, path, blob, effort)
-            if path not in force and store.has_notes(conn, key):
+            if path not in force and store.has_notes(conn, key, written_only=True):
                 report.reused += 1
             else:
                 todo.append((path, blob))
 
-    batch: list[ModuleNotes] = []
-    for i, (path, blob) in enumerate(todo):
+    @lru_cache(maxsize=512)
+    def lines_of(path: str) -> list[str]:
         try:
-            notes = _note_one(root, store, backend, path, blob, effort)
-        except Exception as exc:  # a backend failure loses this module's notes, not the run
-            log.warning("notes for %s failed: %s", path, exc)
-            report.failed.append((path, str(exc)))
-            notes = None
-        if notes is not None:
-            batch.append(notes)
-            report.dropped_citations += notes.dropped_citations
-        if len(batch) >= 100:
-            report.written += _store_batch(store, batch, backend)
-        if progress:
-            progress(i + 1, len(todo))
+            return (root / path).read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    batch: list[ModuleNotes] = []
+    with store.read() as conn:
+        for i, (path, blob) in enumerate(todo):
+            try:
+                notes = _note_one(root, conn, backend, path, blob, effort, lines_of)
+            except Exception as exc:  # a backend failure loses this module's notes, not the run
+                log.warning("notes for %s failed: %s", path, exc)
+                report.failed.append((path, str(exc)))
+                notes = None
+            if notes is not None:
+                batch.append(notes)
+                report.dropped_citations += notes.dropped_citations
+            if len(batch) >= 100:
+                report.written += _store_batch(store, batch, backend)
+            if progress:
+                progress(i + 1, len(todo))
     report.written += _store_batch(store, batch, backend)
     return report
 
@@ -180,9 +174,7 @@ def _store_batch(store: NoteStore, batch: list[ModuleNotes], backend: Backend) -
         return 0
     with store.write() as conn:
         for notes in batch:
-            facts = store.facts_json(conn, notes.key.path)
-            terms = " ".join(s["name"] for s in facts["symbols"]) if facts else ""
-            store.put_notes(conn, notes, origin="written", terms=terms)
+            store.put_notes(conn, notes, origin="written")
             if backend.generated:
                 store.add_ledger(
                     conn,
@@ -196,25 +188,30 @@ def _store_batch(store: NoteStore, batch: list[ModuleNotes], backend: Backend) -
 
 
 def _note_one(
-    root: Path, store: NoteStore, backend: Backend, path: str, blob: str, effort: str
+    root: Path,
+    conn: sqlite3.Connection,
+    backend: Backend,
+    path: str,
+    blob: str,
+    effort: str,
+    lines_of: Callable[[str], list[str]],
 ) -> ModuleNotes | None:
     lines = _read_lines(root, path, blob)
     if lines is None:
         log.info("%s changed since it was indexed; its notes wait for the next refresh", path)
         return None
-    with store.read() as conn:
-        data = store.facts_json(conn, path)
-        if data is None:
-            return None
-        facts = ModuleFacts.from_dict(data)
-        imports = [
-            r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ? ORDER BY dst", (path,))
-        ]
-        imported_by = [
-            r[0] for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (path,))
-        ]
-        callers = _callers(conn, facts)
-    _fill_caller_hashes(root, callers)
+    data = NoteStore.facts_json(conn, path)
+    if data is None:
+        return None
+    facts = ModuleFacts.from_dict(data)
+    imports = [
+        r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ? ORDER BY dst", (path,))
+    ]
+    imported_by = [
+        r[0] for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (path,))
+    ]
+    callers = _callers(conn, facts)
+    _fill_caller_hashes(callers, lines_of)
     request = NoteRequest(
         facts=facts,
         lines=lines,
@@ -251,8 +248,5 @@ def _carry(root: Path, store: NoteStore, changed: list[Changed], report: SleepRe
                 if store.has_notes(conn, new_key):
                     continue
                 items = carry_over(store.load_items(conn, old), facts, lines)
-                terms = " ".join(s.name for s in facts.symbols)
-                store.put_notes(
-                    conn, ModuleNotes(key=new_key, items=items), origin="carried", terms=terms
-                )
+                store.put_notes(conn, ModuleNotes(key=new_key, items=items), origin="carried")
                 report.carried += 1

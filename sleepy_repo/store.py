@@ -30,6 +30,7 @@ from typing import Any
 
 from sleepy_repo.errors import StoreCorruptError, StoreError
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
+from sleepy_repo.parse.facts import ModuleFacts, enclosing_symbols
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,14 @@ CREATE TABLE symbols(
 );
 CREATE INDEX symbols_path ON symbols(path);
 CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
+CREATE INDEX symbols_name_exact ON symbols(name);
 CREATE TABLE edges(src TEXT NOT NULL, dst TEXT NOT NULL, PRIMARY KEY(src, dst));
 CREATE INDEX edges_dst ON edges(dst);
-CREATE TABLE refs(path TEXT NOT NULL, name TEXT NOT NULL, line INTEGER NOT NULL);
-CREATE INDEX refs_name ON refs(name);
+CREATE TABLE refs(                -- call sites, with the symbol that encloses each
+  path TEXT NOT NULL, lang TEXT NOT NULL, name TEXT NOT NULL, line INTEGER NOT NULL,
+  caller TEXT, caller_start INTEGER, caller_end INTEGER
+);
+CREATE INDEX refs_name ON refs(name, lang);
 CREATE INDEX refs_path ON refs(path);
 CREATE TABLE chunks(
   id INTEGER PRIMARY KEY, path TEXT NOT NULL, start_line INTEGER NOT NULL,
@@ -108,14 +113,18 @@ CREATE TABLE hits(
 );
 
 CREATE VIRTUAL TABLE items_fts USING fts5(question, text, terms, tokenize='porter unicode61');
-CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize='porter unicode61');
+-- chunks_fts keeps no copy of the code: its content is this view (the text as indexed)
+CREATE VIEW chunks_src AS SELECT id, fts_text(text) AS text FROM chunks;
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+  text, content='chunks_src', content_rowid='id', tokenize='porter unicode61'
+);
 CREATE VIRTUAL TABLE files_fts USING fts5(path, body, tokenize='porter unicode61');
 
 CREATE TRIGGER note_items_ad AFTER DELETE ON note_items BEGIN
   DELETE FROM items_fts WHERE rowid = old.id;
 END;
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
-  DELETE FROM chunks_fts WHERE rowid = old.id;
+  INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, fts_text(old.text));
 END;
 """
 
@@ -142,6 +151,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
+    conn.create_function("fts_text", 1, fts_text, deterministic=True)
     return conn
 
 
@@ -164,6 +174,7 @@ class NoteStore:
         os.close(fd)
         try:
             with closing(sqlite3.connect(tmp)) as conn:
+                conn.create_function("fts_text", 1, fts_text, deterministic=True)
                 conn.executescript(_SCHEMA_V1)
                 for version in sorted(MIGRATIONS):
                     conn.executescript(MIGRATIONS[version])
@@ -231,25 +242,23 @@ class NoteStore:
             for (row,) in conn.execute("PRAGMA integrity_check"):
                 if row != "ok":
                     errors.append(row)
-            pairs = [
-                ("note_items", "items_fts"),
-                ("chunks", "chunks_fts"),
-            ]
-            for table, fts in pairs:
-                missing = conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE id NOT IN (SELECT rowid FROM {fts})"
-                ).fetchone()[0]
-                extra = conn.execute(
-                    f"SELECT count(*) FROM {fts} WHERE rowid NOT IN (SELECT id FROM {table})"
-                ).fetchone()[0]
-                if missing or extra:
-                    errors.append(f"{fts}: {missing} rows missing, {extra} orphaned")
-            orphan_files = conn.execute(
-                "SELECT count(*) FROM files_fts WHERE rowid NOT IN "
-                "(SELECT file_rowid FROM modules WHERE file_rowid IS NOT NULL)"
-            ).fetchone()[0]
-            if orphan_files:
-                errors.append(f"files_fts: {orphan_files} orphaned rows")
+            for fts in ("items_fts", "chunks_fts", "files_fts"):
+                try:
+                    conn.execute(f"INSERT INTO {fts}({fts}) VALUES ('integrity-check')")
+                except sqlite3.DatabaseError as exc:
+                    errors.append(f"{fts}: {exc}")
+            orphans = {
+                "items_fts": "SELECT count(*) FROM items_fts WHERE rowid NOT IN "
+                "(SELECT id FROM note_items)",
+                "note_items": "SELECT count(*) FROM note_items WHERE id NOT IN "
+                "(SELECT rowid FROM items_fts)",
+                "files_fts": "SELECT count(*) FROM files_fts WHERE rowid NOT IN "
+                "(SELECT file_rowid FROM modules WHERE file_rowid IS NOT NULL)",
+            }
+            for table, query in orphans.items():
+                n = conn.execute(query).fetchone()[0]
+                if n:
+                    errors.append(f"{table}: {n} rows without a counterpart")
         return errors
 
     # -- connections -----------------------------------------------------------------
@@ -326,20 +335,21 @@ class NoteStore:
     def put_module(
         conn: sqlite3.Connection,
         *,
-        path: str,
         lang: str,
         blob_sha: str,
         size: int,
         mtime_ns: int,
         warning: str | None,
-        facts: dict[str, Any],
-        body: str,
+        facts: ModuleFacts,
+        text: str,
         chunks: list[tuple[int, int, str | None, str, bool]],
-        fts_path: str,
-        fts_body: str,
     ) -> None:
+        """Replace everything stored about one module with its new facts and chunks."""
+        path = facts.path
         NoteStore.delete_module(conn, path)
-        cur = conn.execute("INSERT INTO files_fts(path, body) VALUES (?, ?)", (fts_path, fts_body))
+        cur = conn.execute(
+            "INSERT INTO files_fts(path, body) VALUES (?, ?)", (path_words(path), fts_text(text))
+        )
         conn.execute(
             "INSERT INTO modules(path, lang, blob_sha, size, mtime_ns, status, warning, "
             "line_count, facts_json, file_rowid, updated_at) "
@@ -351,8 +361,8 @@ class NoteStore:
                 size,
                 mtime_ns,
                 warning,
-                facts["line_count"],
-                json.dumps(facts),
+                facts.line_count,
+                json.dumps(facts.to_dict()),
                 cur.lastrowid,
                 time.time(),
             ),
@@ -363,30 +373,42 @@ class NoteStore:
             [
                 (
                     path,
-                    s["qualname"],
-                    s["name"],
-                    s["kind"],
-                    s["start_line"],
-                    s["end_line"],
-                    s["signature"],
-                    int(s["exported"]),
+                    s.qualname,
+                    s.name,
+                    s.kind,
+                    s.start_line,
+                    s.end_line,
+                    s.signature,
+                    int(s.exported),
                 )
-                for s in facts["symbols"]
+                for s in facts.symbols
             ],
         )
+        refs = facts.references
+        callers = enclosing_symbols(facts.symbols, [r.line for r in refs])
         conn.executemany(
-            "INSERT INTO refs(path, name, line) VALUES (?, ?, ?)",
-            [(path, r["name"], r["line"]) for r in facts["references"]],
+            "INSERT INTO refs(path, lang, name, line, caller, caller_start, caller_end) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    path,
+                    lang,
+                    r.name,
+                    r.line,
+                    *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
+                )
+                for r, s in zip(refs, callers, strict=True)
+            ],
         )
-        for start, end, symbol, text, servable in chunks:
+        for start, end, symbol, chunk_text, servable in chunks:
             cur = conn.execute(
                 "INSERT INTO chunks(path, start_line, end_line, symbol, text, servable) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (path, start, end, symbol, text, int(servable)),
+                (path, start, end, symbol, chunk_text, int(servable)),
             )
             conn.execute(
                 "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
-                (cur.lastrowid, fts_text(text)),
+                (cur.lastrowid, fts_text(chunk_text)),
             )
 
     @staticmethod
@@ -414,19 +436,23 @@ class NoteStore:
         return [NoteKey(*r) for r in rows]
 
     @staticmethod
-    def has_notes(conn: sqlite3.Connection, key: NoteKey) -> bool:
-        return (
-            conn.execute(
-                "SELECT 1 FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
-                "AND backend = ? AND model = ? AND effort = ?",
-                (key.path, key.blob_sha, key.prompt_version, key.backend, key.model, key.effort),
-            ).fetchone()
-            is not None
-        )
+    def has_notes(conn: sqlite3.Connection, key: NoteKey, *, written_only: bool = False) -> bool:
+        """Whether notes of ``key`` exist (``written_only``: not merely carried over)."""
+        row = conn.execute(
+            "SELECT origin FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
+            "AND backend = ? AND model = ? AND effort = ?",
+            (key.path, key.blob_sha, key.prompt_version, key.backend, key.model, key.effort),
+        ).fetchone()
+        return row is not None and (not written_only or row[0] == "written")
 
     @staticmethod
-    def put_notes(conn: sqlite3.Connection, notes: ModuleNotes, *, origin: str, terms: str) -> None:
-        """Insert or replace the notes of one key (items + FTS rows, in the caller's tx)."""
+    def put_notes(conn: sqlite3.Connection, notes: ModuleNotes, *, origin: str) -> None:
+        """Insert or replace the notes of one key (items + FTS rows, in the caller's tx).
+
+        Each item is searchable by its question, its text (camelCase split) and its terms:
+        the module path's words and the item's symbol.
+        """
+        path_terms = path_words(notes.key.path)
         k = notes.key
         conn.execute(
             "DELETE FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
@@ -473,9 +499,9 @@ class NoteStore:
                 "INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)",
                 (
                     cur.lastrowid,
-                    item.question or "",
-                    item.text,
-                    terms + " " + (item.symbol or "").replace(".", " "),
+                    fts_text(item.question or ""),
+                    fts_text(item.text),
+                    path_terms + " " + fts_text((item.symbol or "").replace(".", " ")),
                 ),
             )
 
@@ -534,6 +560,11 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 def fts_text(text: str) -> str:
     """Text as FTS5 indexes it: camelCase split into words (snake_case splits natively)."""
     return _CAMEL.sub(" ", text)
+
+
+def path_words(path: str) -> str:
+    """A path as searchable words: ``a/cart_items.py`` -> ``a cart_items py a/cart_items.py``."""
+    return path.replace("/", " ").replace(".", " ") + " " + path
 
 
 def citations_to_json(cits: tuple[Citation, ...]) -> str:

@@ -11,7 +11,9 @@ nothing is installed, and a missing interpreter skips the strategy.
 The map is built by ``aider_map_script.py`` (next to this file), run by path with that
 venv's python as one long-lived subprocess speaking JSON lines; see its docstring for how
 the query becomes aider's mentioned files and identifiers, how the map is fitted to the
-budget and how its ranking is read. The served text is recounted here with
+budget and how its ranking is read. The script runs with ``PYTHONHASHSEED=0``: aider
+orders tags of equal rank by iterating over sets, so its maps would otherwise differ
+slightly from run to run. The served text is recounted here with
 ``sleepy_repo.tokens.count_tokens``. When aider cannot be installed or started, the
 strategy is skipped and the report states why.
 """
@@ -68,15 +70,19 @@ def venv_python(venv: Path) -> Path:
 
 def _imports_aider(python: Path) -> bool:
     try:
-        proc = subprocess.run([str(python), "-c", "import aider.repomap"],
-                              capture_output=True, timeout=300)
+        proc = subprocess.run(
+            [str(python), "-c", "import aider.repomap"], capture_output=True, timeout=300
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
 
 
-def ensure_aider(venv: Path | None = None, *, timeout: float = INSTALL_TIMEOUT_S,
-                 ) -> tuple[Path | None, str | None]:
+def ensure_aider(
+    venv: Path | None = None,
+    *,
+    timeout: float = INSTALL_TIMEOUT_S,
+) -> tuple[Path | None, str | None]:
     """(python, None) with aider importable, installing it once; (None, reason) if not."""
     venv = venv or default_venv()
     python = venv_python(venv)
@@ -93,31 +99,52 @@ def ensure_aider(venv: Path | None = None, *, timeout: float = INSTALL_TIMEOUT_S
 def _install(venv: Path, timeout: float) -> tuple[Path | None, str | None]:
     partial = venv.with_name(venv.name + ".partial")
     install_log = venv.with_name(venv.name + "-install.log")
-    log.warning("installing %s into %s for the aider-map strategy (once; this can take a "
-                "few minutes; log: %s)", AIDER_PACKAGE, venv, install_log)
+    log.warning(
+        "installing %s into %s for the aider-map strategy (once; this can take a "
+        "few minutes; log: %s)",
+        AIDER_PACKAGE,
+        venv,
+        install_log,
+    )
     shutil.rmtree(partial, ignore_errors=True)
     steps = [
         [sys.executable, "-m", "venv", str(partial)],
-        [str(venv_python(partial)), "-m", "pip", "install", "--disable-pip-version-check",
-         "--no-input", AIDER_PACKAGE],
+        [
+            str(venv_python(partial)),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            AIDER_PACKAGE,
+        ],
     ]
     with install_log.open("w", encoding="utf-8") as out:
         for cmd in steps:
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()
             try:
-                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                      timeout=timeout, stdin=subprocess.DEVNULL)
+                proc = subprocess.run(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    stdin=subprocess.DEVNULL,
+                )
             except subprocess.TimeoutExpired:
                 shutil.rmtree(partial, ignore_errors=True)
-                return None, (f"installing {AIDER_PACKAGE} took longer than {timeout:.0f} s "
-                              f"(log: {install_log})")
+                return None, (
+                    f"installing {AIDER_PACKAGE} took longer than {timeout:.0f} s "
+                    f"(log: {install_log})"
+                )
             except OSError as exc:
                 return None, f"cannot run {cmd[0]}: {exc}"
             if proc.returncode != 0:
                 shutil.rmtree(partial, ignore_errors=True)
-                return None, (f"`{' '.join(cmd[-3:])}` failed with exit code "
-                              f"{proc.returncode}: {_tail(install_log)} (log: {install_log})")
+                return None, (
+                    f"`{' '.join(cmd[-3:])}` failed with exit code "
+                    f"{proc.returncode}: {_tail(install_log)} (log: {install_log})"
+                )
     if not _imports_aider(venv_python(partial)):
         shutil.rmtree(partial, ignore_errors=True)
         return None, f"{AIDER_PACKAGE} installed but `import aider.repomap` fails"
@@ -140,8 +167,13 @@ class AiderMap:
     family = "none"
     description = "aider's repo map (PageRank over tree-sitter tags) at the same budget"
 
-    def __init__(self, python: Path | str | None = None, *, venv: Path | None = None,
-                 install_timeout: float = INSTALL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        python: Path | str | None = None,
+        *,
+        venv: Path | None = None,
+        install_timeout: float = INSTALL_TIMEOUT_S,
+    ) -> None:
         self.python = Path(python) if python else None
         self.venv = venv
         self.install_timeout = install_timeout
@@ -149,8 +181,9 @@ class AiderMap:
         self._stderr: IO[str] | None = None
 
     def setup(self) -> str | None:
-        python = self.python or (Path(os.environ[ENV_PYTHON])
-                                 if os.environ.get(ENV_PYTHON) else None)
+        python = self.python or (
+            Path(os.environ[ENV_PYTHON]) if os.environ.get(ENV_PYTHON) else None
+        )
         if python is not None:
             if not python.exists():
                 return f"aider python {python} does not exist"
@@ -162,8 +195,12 @@ class AiderMap:
         try:
             self._proc = subprocess.Popen(
                 [str(python), str(SCRIPT), str(Path(tokens.__file__).resolve())],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                text=True, encoding="utf-8",
+                stdin=subprocess.PIPE,
+                env={**os.environ, "PYTHONHASHSEED": "0"},  # aider iterates over sets
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+                encoding="utf-8",
             )
         except OSError as exc:
             self.close()
@@ -200,14 +237,19 @@ class AiderMap:
         proc = self._proc
         if proc is None or proc.stdin is None:
             raise AiderMapError("aider-map was not set up")
-        request = {"root": str(env.root), "files": env.tracked_files(), "query": query,
-                   "budgets": list(budgets)}
+        request = {
+            "root": str(env.root),
+            "files": env.tracked_files(),
+            "query": query,
+            "budgets": list(budgets),
+        }
         try:
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
-            raise AiderMapError(f"the aider map script is gone: {exc}; "
-                                f"{self._err_tail()}") from None
+            raise AiderMapError(
+                f"the aider map script is gone: {exc}; {self._err_tail()}"
+            ) from None
         from sleepy_repo.bench.strategies import Served
 
         results = self._reply(REQUEST_TIMEOUT_S)["results"]

@@ -115,30 +115,41 @@ def ident_filename_matches(idents: set[str], rel_fnames: list[str]) -> set[str]:
 _maps: dict[str, RepoMap] = {}
 
 
-def fit(rm: RepoMap, other: list[str], budget: int, mentioned: set[str],
-        idents: set[str]) -> str:
-    """aider's map for ``budget``, rebuilt at lower targets until it fits the budget."""
-    target = budget
+def fit(rm: RepoMap, other: list[str], budget: int, mentioned: set[str], idents: set[str]) -> str:
+    """aider's map for ``budget``: the largest of the maps built at falling targets (aider
+    itself may overshoot its target by 15%) that fits the budget."""
+    target, best, best_tokens = budget, "", -1
     for _ in range(8):
         text = rm.get_ranked_tags_map_uncached([], other, target, mentioned, idents) or ""
         tokens = count_tokens(text)
+        if best_tokens < tokens <= budget:
+            best, best_tokens = text, tokens
         if tokens <= budget:
-            return text
-        target = int(target * budget / tokens) - 1
+            break
+        target = int(target * min(budget / tokens, 0.95))
         if target < 1:
             break
-    return ""
+    return best
 
 
 def serve(req: dict[str, Any]) -> dict[str, Any]:
     root = req["root"]
+    # Work in the root with relative file names: aider keeps tags in sets, and with
+    # PYTHONHASHSEED=0 their order then does not depend on where the worktree lives.
+    os.chdir(root)
     rm = _maps.get(root)
     if rm is None:
-        rm = RepoMap(map_tokens=1024, root=root, main_model=_Model(), io=_IO(),
-                     map_mul_no_files=1, refresh="always")
+        rm = RepoMap(
+            map_tokens=1024,
+            root=".",
+            main_model=_Model(),
+            io=_IO(),
+            map_mul_no_files=1,
+            refresh="always",
+        )
         _maps[root] = rm
     rel_fnames = sorted(req["files"])
-    other = [str(Path(root, f)) for f in rel_fnames]
+    other = list(rel_fnames)
     query = req["query"]
     idents = ident_mentions(query)
     mentioned = file_mentions(query, rel_fnames) | ident_filename_matches(idents, rel_fnames)
@@ -155,8 +166,9 @@ def serve(req: dict[str, Any]) -> dict[str, Any]:
             text = fit(rm, other, budget, mentioned, idents)
             shown = {line.rstrip(":") for line in text.splitlines()} & known
             files = sorted(shown, key=lambda f: (order.get(f, len(order)), f))
-            results.append({"budget": budget, "map": text, "tokens": count_tokens(text),
-                            "files": files})
+            results.append(
+                {"budget": budget, "map": text, "tokens": count_tokens(text), "files": files}
+            )
     finally:
         del rm.get_ranked_tags
     return {"ok": True, "results": results}

@@ -35,7 +35,7 @@ def cmd_mine(
     repo: str | None, n: int, out_file: str | None, rejected_file: str | None, opts: dict[str, Any]
 ) -> int:
     from sleepy_repo.bench.localize import repo_root
-    from sleepy_repo.bench.mine import MineOptions, mine, write_cases
+    from sleepy_repo.bench.mine import MineOptions, mine, write_cases, write_rejected
 
     root = repo_root(Path(repo) if repo else Path.cwd())
     result = mine(root, MineOptions(n=n, **opts))
@@ -46,14 +46,7 @@ def cmd_mine(
         write_cases(result.cases, sys.stdout)
     if rejected_file:
         with open(rejected_file, "w", encoding="utf-8") as fh:
-            for rej in result.rejected:
-                fh.write(
-                    json.dumps(
-                        {"commit": rej.commit, "subject": rej.subject, "reasons": rej.reasons},
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+            write_rejected(result.rejected, fh)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.reason_counts().items()))
     sys.stderr.write(
         f"mined {len(result.cases)} cases from {result.walked} commits of "
@@ -95,17 +88,13 @@ def cmd_localize(
             cases_file=str(Path(cases_file).resolve()),
             progress=progress,
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result["png"] = str(report.plot_pareto(result, out / "pareto.png").resolve())
-    result["json"] = str((out / "localize.json").resolve())
-    Path(result["json"]).write_text(
-        json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    report.save(result, Path(out_dir))
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
         console = Console(highlight=False, soft_wrap=False)
+        if not console.is_terminal:  # a file or a pipe: room for every column
+            console.width = max(console.width, 120)
         report.render(result, console)
         console.print(f"wrote {result['json']} and {result['png']}")
     return 0

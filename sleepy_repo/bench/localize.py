@@ -53,8 +53,7 @@ from sleepy_repo.errors import RepoError, SleepyError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_BUDGETS: tuple[int, ...] = (250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000,
-                                    8000)
+DEFAULT_BUDGETS: tuple[int, ...] = (250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 KS: tuple[int, ...] = (1, 3, 5)
 FILES_KEPT = 10  # distinct files kept per case result in the JSON, for inspection
 
@@ -93,10 +92,16 @@ def history_order(repo: Path, cases: Sequence[Case]) -> list[Case]:
         try:
             full[s] = _git(repo, "rev-parse", "--verify", "-q", f"{s}^{{commit}}").strip()
         except RepoError:
-            raise RepoError(f"state {s} of the cases is not a commit of {repo}; were the "
-                            "cases mined from another repository?") from None
-    position = {sha: i for i, sha in enumerate(reversed(
-        _git(repo, "rev-list", "--date-order", *full.values()).split()))}
+            raise RepoError(
+                f"state {s} of the cases is not a commit of {repo}; were the "
+                "cases mined from another repository?"
+            ) from None
+    position = {
+        sha: i
+        for i, sha in enumerate(
+            reversed(_git(repo, "rev-list", "--date-order", *full.values()).split())
+        )
+    }
     order = sorted(range(len(cases)), key=lambda i: (position[full[cases[i].state]], i))
     return [cases[i] for i in order]
 
@@ -110,8 +115,10 @@ def worktree(repo: Path, first: str) -> Iterator[Path]:
         _git(repo, "worktree", "add", "--detach", "--quiet", str(path), first)
         yield path
     finally:
-        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)],
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "remove", "--force", str(path)],
+            capture_output=True,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
 
@@ -131,13 +138,13 @@ class _Track:
 
 def _sleep_tokens(repo: api.Repo) -> int:
     with repo.store.read() as conn:
-        row = conn.execute("SELECT coalesce(sum(input_tokens + output_tokens + "
-                           "cache_write_tokens), 0) FROM ledger").fetchone()
+        row = conn.execute(
+            "SELECT coalesce(sum(input_tokens + output_tokens + cache_write_tokens), 0) FROM ledger"
+        ).fetchone()
     return int(row[0])
 
 
-def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[str, Any]],
-                                                                 float]:
+def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[str, Any]], float]:
     """Refresh the store for one state; per family: tokens, notes written, modules."""
     t0 = time.perf_counter()
     before = _sleep_tokens(repo)
@@ -146,17 +153,22 @@ def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[st
     modules = int(result["modules"])
     out: dict[str, dict[str, Any]] = {
         "none": {"tokens": 0, "written": 0, "modules": modules},
-        "static": {"tokens": static_tokens,
-                   "written": int(result["notes"]["static"]["written"]), "modules": modules},
+        "static": {
+            "tokens": static_tokens,
+            "written": int(result["notes"]["static"]["written"]),
+            "modules": modules,
+        },
     }
     for family in families:
         if family in out:
             continue
         before = _sleep_tokens(repo)
         r = api.refresh(repo, backend=family)
-        out[family] = {"tokens": _sleep_tokens(repo) - before,
-                       "written": int(r["notes"].get(family, {}).get("written", 0)),
-                       "modules": int(r["modules"])}
+        out[family] = {
+            "tokens": _sleep_tokens(repo) - before,
+            "written": int(r["notes"].get(family, {}).get("written", 0)),
+            "modules": int(r["modules"]),
+        }
     return {f: out[f] for f in families}, time.perf_counter() - t0
 
 
@@ -194,8 +206,11 @@ def run_localize(
             track.setup_s = time.perf_counter() - t0
             if track.skipped:
                 log.warning("skipping %s: %s", name, track.skipped)
-        families = list(dict.fromkeys(
-            ["none", "static", *(t.strategy.family for t in tracks.values())]))
+        families = list(
+            dict.fromkeys(
+                ["none", "static", *(t.strategy.family for t in tracks.values() if not t.skipped)]
+            )
+        )
         per_state: list[dict[str, Any]] = []
         per_case: list[dict[str, Any]] = []
         refresh_s = 0.0
@@ -211,8 +226,14 @@ def run_localize(
                     repo = repo or api.open_repo(wt)
                     sleep, secs = _refresh(repo, families)
                     refresh_s += secs
-                    per_state.append({"state": case.state, "cases": 0, "refresh_s": round(
-                        secs, 3), "families": sleep})
+                    per_state.append(
+                        {
+                            "state": case.state,
+                            "cases": 0,
+                            "refresh_s": round(secs, 3),
+                            "families": sleep,
+                        }
+                    )
                     current = case.state
                     env = StateEnv(root=wt, state=case.state, repo=repo)
                 assert env is not None
@@ -246,8 +267,10 @@ def run_localize(
         },
         "cases": len(ordered),
         "budgets": budgets,
-        "metric": ("hit@k = |gold ∩ first k distinct files the context cites, in context "
-                   "order| / min(k, |gold|); means over cases"),
+        "metric": (
+            "hit@k = |gold ∩ first k distinct files the context cites, in context "
+            "order| / min(k, |gold|); means over cases"
+        ),
         "strategies": {
             name: {
                 "family": t.strategy.family,
@@ -267,10 +290,16 @@ def run_localize(
     return report.summarize(result)
 
 
-def _run_case(case: Case, env: StateEnv, tracks: Mapping[str, _Track],
-              budgets: Sequence[int]) -> dict[str, Any]:
-    rec: dict[str, Any] = {"state": case.state, "commit": case.commit, "query": case.query,
-                           "gold_files": case.gold_files, "results": {}}
+def _run_case(
+    case: Case, env: StateEnv, tracks: Mapping[str, _Track], budgets: Sequence[int]
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "state": case.state,
+        "commit": case.commit,
+        "query": case.query,
+        "gold_files": case.gold_files,
+        "results": {},
+    }
     for name, track in tracks.items():
         if track.skipped:
             continue
@@ -284,10 +313,12 @@ def _run_case(case: Case, env: StateEnv, tracks: Mapping[str, _Track],
         finally:
             track.wall_s += time.perf_counter() - t0
         if len(served) != len(budgets):
-            raise SleepyError(f"strategy {name} served {len(served)} contexts for "
-                              f"{len(budgets)} budgets")
-        rec["results"][name] = [_score(s, b, case.gold_files) for s, b in zip(served, budgets,
-                                                                               strict=True)]
+            raise SleepyError(
+                f"strategy {name} served {len(served)} contexts for {len(budgets)} budgets"
+            )
+        rec["results"][name] = [
+            _score(s, b, case.gold_files) for s, b in zip(served, budgets, strict=True)
+        ]
     return rec
 
 

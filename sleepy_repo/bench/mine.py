@@ -6,7 +6,8 @@ commit modified. A strategy that localizes well, given the state and the query, 
 gold files first.
 
 History is read with one ``git log --no-renames --name-status`` over ``--rev`` (default
-``HEAD``: every commit reachable from it, newest first). A commit becomes a case when it
+``HEAD``: every commit reachable from it, newest first; ``--first-parent`` to follow only
+first parents). A commit becomes a case when it
 passes every filter below; each one can be changed with the flag in brackets:
 
 * **not a merge**, and not the root commit (it has no parent state);
@@ -22,13 +23,18 @@ passes every filter below; each one can be changed with the flag in brackets:
 * **a descriptive message**: at least 25 characters after cleaning
   (``--min-message-chars``);
 * **not a chore**, by keyword rules on the subject line (``--allow KIND`` turns one off):
-  ``version-bump`` (bump/release/prepare ... version or x.y), ``typo`` (typo, spelling),
+  ``version-bump`` (bump/release/prepare ... version or x.y), ``typo`` (typo, fix spelling),
   ``style`` (style:, lint, pep8, flake8, whitespace, isort, pre-commit ...), ``format``
   (reformat, apply/run black/prettier/gofmt/rustfmt ...), ``ci`` (CI, GitHub Actions,
   Travis, AppVeyor, workflows ...), ``docs`` (docs, documentation, docstrings, README,
-  changelog);
+  changelog, or a subject starting with "Document");
 * **at most 2 cases per identical gold set** (``--max-per-gold``), keeping the newest;
 * **the most recent N** (``-n``) cases that pass, written oldest first.
+
+``--rejected FILE`` writes every walked commit that was not kept, with all the reasons it
+failed (``merge``, ``root``, ``adds-source``, ``deletes-source``, ``no-modified-source``,
+``too-few-files``, ``too-many-files``, ``short-message``, a keyword rule's name, or
+``duplicate-gold``); a summary of the counts goes to stderr.
 
 Cleaning the message (the query): URLs are removed, and so are issue and PR references:
 ``(#12)``, ``#12``, ``owner/repo#12``, ``GH-12`` and closing phrases such as ``fixes #3``
@@ -80,7 +86,11 @@ SUBJECT_RULES: dict[str, re.Pattern[str]] = {
         r"|^(?:chore|build)(?:\(.*?\))?!?:\s*(?:release|bump)",
         re.IGNORECASE,
     ),
-    "typo": re.compile(r"\b(?:typos?|spelling|misspell\w*)\b", re.IGNORECASE),
+    "typo": re.compile(
+        r"\btypos?\b|\bspelling (?:fix(?:es)?|mistakes?|errors?)\b"
+        r"|\bfix(?:es|ed)? (?:the )?spelling\b",
+        re.IGNORECASE,
+    ),
     "style": re.compile(
         r"^style(?:\(.*?\))?!?:|\b(?:code style|coding style|style fix(?:es)?|fix(?:ed)? style"
         r"|pep ?8|flake8|pylint|eslint|clippy|lint(?:s|ing|er)?|whitespace|isort|pyupgrade"
@@ -188,8 +198,10 @@ def clean_message(message: str) -> str:
     text = _PAREN_REF.sub("", text)
     text = _BARE_REF.sub("", text)
     text = _EMPTY_BRACKETS.sub("", text)
-    lines = [re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"[ \t]+", " ", line)).strip()
-             for line in text.splitlines()]
+    lines = [
+        re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"[ \t]+", " ", line)).strip()
+        for line in text.splitlines()
+    ]
     lines = [line if re.search(r"\w", line) else "" for line in lines]
     out: list[str] = []
     for line in lines:
@@ -201,8 +213,7 @@ def clean_message(message: str) -> str:
 def subject_rules(subject: str, allow: Iterable[str] = ()) -> list[str]:
     """Names of the keyword rules the subject line matches."""
     skip = set(allow)
-    return [name for name, rx in SUBJECT_RULES.items()
-            if name not in skip and rx.search(subject)]
+    return [name for name, rx in SUBJECT_RULES.items() if name not in skip and rx.search(subject)]
 
 
 # -- git -----------------------------------------------------------------------------------
@@ -216,8 +227,18 @@ class LogEntry:
 
 def _git_log(repo: Path, opts: MineOptions) -> Iterator[LogEntry]:
     """Commits reachable from ``opts.rev``, newest first, read as a stream."""
-    cmd = ["git", "-C", str(repo), "-c", "core.quotePath=false", "log", "--no-renames",
-           "--name-status", "-z", "--format=%x1e%H%x1f%P%x1f%B%x1f"]
+    cmd = [
+        "git",
+        "-C",
+        str(repo),
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "--no-renames",
+        "--name-status",
+        "-z",
+        "--format=%x1e%H%x1f%P%x1f%B%x1f",
+    ]
     if opts.first_parent:
         cmd.append("--first-parent")
     cmd += [opts.rev, "--"]
@@ -269,8 +290,9 @@ def is_source(path: str, tests: pathspec.PathSpec) -> bool:
     return language_for_path(path) is not None and not tests.match_file(path)
 
 
-def judge(entry: LogEntry, opts: MineOptions, tests: pathspec.PathSpec) -> tuple[Case | None,
-                                                                                 list[str]]:
+def judge(
+    entry: LogEntry, opts: MineOptions, tests: pathspec.PathSpec
+) -> tuple[Case | None, list[str]]:
     """The case a commit yields (None if rejected) and every reason it is rejected for."""
     reasons: list[str] = []
     if len(entry.parents) > 1:
@@ -296,22 +318,25 @@ def judge(entry: LogEntry, opts: MineOptions, tests: pathspec.PathSpec) -> tuple
     reasons += subject_rules(subject, opts.allow)
     if reasons:
         return None, reasons
-    return Case(state=entry.parents[0], commit=entry.sha, query=query,
-                gold_files=modified), []
+    return Case(state=entry.parents[0], commit=entry.sha, query=query, gold_files=modified), []
 
 
 def mine(repo: Path, opts: MineOptions) -> MineResult:
     """The most recent ``opts.n`` cases of ``repo``'s history (see the module docstring)."""
     if opts.n <= 0:
         raise SleepyError(f"-n must be a positive number of cases, got {opts.n}")
-    check = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q",
-                            f"{opts.rev}^{{commit}}"], capture_output=True, text=True)
+    check = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "-q", f"{opts.rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
     if check.returncode != 0:
         raise RepoError(f"{repo} is not a git repository with a commit {opts.rev!r}")
     unknown = set(opts.allow) - set(SUBJECT_RULES)
     if unknown:
-        raise SleepyError(f"unknown keyword rules {sorted(unknown)}; known: "
-                          f"{', '.join(SUBJECT_RULES)}")
+        raise SleepyError(
+            f"unknown keyword rules {sorted(unknown)}; known: {', '.join(SUBJECT_RULES)}"
+        )
     tests = make_test_matcher(opts.test_globs)
     result = MineResult(cases=[])
     per_gold: Counter[tuple[str, ...]] = Counter()
@@ -340,6 +365,12 @@ def write_cases(cases: Iterable[Case], out: TextIO) -> None:
         out.write(json.dumps(case.to_json(), ensure_ascii=False) + "\n")
 
 
+def write_rejected(rejected: Iterable[Rejected], out: TextIO) -> None:
+    for rej in rejected:
+        line = {"commit": rej.commit, "subject": rej.subject, "reasons": rej.reasons}
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
 def read_cases(path: Path) -> list[Case]:
     cases = []
     with path.open(encoding="utf-8") as fh:
@@ -348,10 +379,16 @@ def read_cases(path: Path) -> list[Case]:
                 continue
             try:
                 d = json.loads(line)
-                cases.append(Case(state=str(d["state"]), commit=str(d["commit"]),
-                                  query=str(d["query"]),
-                                  gold_files=[str(p) for p in d["gold_files"]]))
+                cases.append(
+                    Case(
+                        state=str(d["state"]),
+                        commit=str(d["commit"]),
+                        query=str(d["query"]),
+                        gold_files=[str(p) for p in d["gold_files"]],
+                    )
+                )
             except (ValueError, KeyError, TypeError) as exc:
-                raise SleepyError(f"{path}:{n}: not a case line "
-                                  f"({{state, commit, query, gold_files}}): {exc}") from None
+                raise SleepyError(
+                    f"{path}:{n}: not a case line ({{state, commit, query, gold_files}}): {exc}"
+                ) from None
     return cases

@@ -63,7 +63,8 @@ class StateEnv:
         if self._tracked is None:
             out = subprocess.run(
                 ["git", "-C", str(self.root), "-c", "core.quotePath=false", "ls-files", "-z"],
-                capture_output=True, check=True,
+                capture_output=True,
+                check=True,
             ).stdout
             self._tracked = [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
         return self._tracked
@@ -108,8 +109,10 @@ class RawChunks(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
             chunks = retrieve.bm25_chunks(conn, retrieve.query_terms(query))
-        rendered = [(c.path, count_tokens(f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}"))
-                    for c in chunks]
+        rendered = [
+            (c.path, count_tokens(f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}"))
+            for c in chunks
+        ]
         return [self._fill(rendered, b) for b in budgets]
 
     @staticmethod
@@ -169,8 +172,10 @@ REGISTRY: dict[str, Strategy] = {
 DEFAULT_STRATEGIES: tuple[str, ...] = ("raw", "paths", "static", "static-paths", "aider-map")
 
 
-def select(names: Sequence[str], overrides: Mapping[str, Strategy] | None = None,
-           ) -> dict[str, Strategy]:
+def select(
+    names: Sequence[str],
+    overrides: Mapping[str, Strategy] | None = None,
+) -> dict[str, Strategy]:
     """The named strategies of ``REGISTRY`` in the given order (``overrides`` first)."""
     reg = {**REGISTRY, **(overrides or {})}
     unknown = [n for n in names if n not in reg]

@@ -5,7 +5,8 @@ All line numbers are 1-based and inclusive.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -54,7 +55,20 @@ class ModuleFacts:
     syntax_errors: int = 0  # ERROR/MISSING nodes; what parsed is still kept
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for JSON (hand-written: ``dataclasses.asdict`` is slow here)."""
+        return {
+            "path": self.path,
+            "lang": self.lang,
+            "line_count": self.line_count,
+            "doc": self.doc,
+            "header_end": self.header_end,
+            "symbols": [s.__dict__.copy() for s in self.symbols],
+            "imports": [
+                {"module": i.module, "names": list(i.names), "line": i.line} for i in self.imports
+            ],
+            "references": [{"name": r.name, "line": r.line} for r in self.references],
+            "syntax_errors": self.syntax_errors,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModuleFacts:
@@ -81,10 +95,21 @@ class ModuleFacts:
 
     def enclosing_symbol(self, line: int) -> Symbol | None:
         """The innermost symbol whose span contains ``line``."""
-        best: Symbol | None = None
-        for sym in self.symbols:
-            if sym.start_line <= line <= sym.end_line and (
-                best is None or sym.end_line - sym.start_line < best.end_line - best.start_line
-            ):
-                best = sym
-        return best
+        return enclosing_symbols(self.symbols, [line])[0]
+
+
+def enclosing_symbols(symbols: list[Symbol], lines: list[int]) -> list[Symbol | None]:
+    """For each line, the innermost symbol containing it (spans nest, so that is the
+    containing symbol that starts last). O((symbols + lines) log symbols)."""
+    ordered = sorted(symbols, key=lambda s: (s.start_line, -s.end_line))
+    starts = [s.start_line for s in ordered]
+    out: list[Symbol | None] = []
+    for line in lines:
+        i = bisect_right(starts, line) - 1
+        found = None
+        for j in range(i, max(-1, i - 64), -1):  # nesting is shallow; bound the walk
+            if ordered[j].end_line >= line:
+                found = ordered[j]
+                break
+        out.append(found)
+    return out

@@ -16,7 +16,8 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import itemgetter
 
 from tree_sitter import Node, Parser, QueryCursor
 
@@ -189,14 +190,15 @@ def _strip_quotes(text: str) -> str:
 
 def _clean_string_literal(text: str) -> str:
     """A Python string literal's content, dedented (escapes are not interpreted)."""
-    text = _STRING_PREFIX_RE.sub("", text, count=1)
+    if text[:1] not in ("'", '"'):
+        text = _STRING_PREFIX_RE.sub("", text, count=1)
     for quote in ('"""', "'''", '"', "'"):
         if text.startswith(quote):
             text = text[len(quote) :]
             if text.endswith(quote):
                 text = text[: -len(quote)]
             break
-    return inspect.cleandoc(text)
+    return inspect.cleandoc(text) if "\n" in text else text.strip()
 
 
 def _clean_comment(text: str) -> str:
@@ -311,6 +313,45 @@ def _contains(starts: list[int], node: Node) -> bool:
     return i < len(starts) and starts[i] < node.end_byte
 
 
+# Call sites are the most numerous facts (~180 per file in the stdlib) and a frozen dataclass
+# __init__ costs about as much as extracting them; when Reference is a plain frozen dataclass
+# with exactly (name, line), instances are built directly into their __dict__ (equal, hashable
+# and immutable afterwards, exactly like Reference(name, line)).
+_new = object.__new__
+_FAST_REFERENCES = (
+    tuple(f.name for f in fields(Reference)) == ("name", "line")
+    and "__slots__" not in vars(Reference)
+    and hasattr(Reference("", 0), "__dict__")
+)
+
+
+# What a query pattern is about, decided from its (mandatory) capture names on first sight.
+_REFERENCE = "reference"
+_IMPORT = "import"
+_OTHER = "other"  # loose import names, export lists
+_REFERENCE_KEY = "name.reference.call"
+_LOOSE_KEYS = ("import.name", "import.glob", "import.default")
+_Role = str | tuple[str, str, str]  # or (kind, definition key, name key)
+_ROLES: dict[str, dict[int, _Role]] = {}
+
+
+def _pattern_roles(lang: str) -> dict[int, _Role]:
+    return _ROLES.setdefault(lang, {})
+
+
+def _role_of(caps: dict[str, list[Node]]) -> _Role:
+    if _REFERENCE_KEY in caps:
+        return _REFERENCE
+    if "import.statement" in caps:
+        return _IMPORT
+    for key in caps:
+        if key.startswith("name.definition."):
+            return (key[16:], key[5:], key)
+        if key.startswith("name.scope."):
+            return ("@" + key[11:], key[5:], key)
+    return _OTHER
+
+
 # --- the generic loop ---------------------------------------------------------------------
 
 
@@ -324,6 +365,11 @@ class _Scope:
     exported: bool
     is_symbol: bool
     dropped: bool  # inside a function body: members are dropped too
+
+
+# a definition match: (start_byte, -end_byte, kind, node, name, body, receiver, docstring)
+# kind is "@<kind>" for a scope that is not a symbol itself (Rust impl, inline module)
+_DefMatch = tuple[int, int, str, Node, Node, "Node | None", "Node | None", "Node | None"]
 
 
 @dataclass(slots=True)
@@ -355,27 +401,51 @@ def _parse_into(facts: ModuleFacts, source: bytes, lang: str) -> None:
         return
     last_line = facts.line_count
 
-    references = facts.references
-    # definitions: (start_byte, -end_byte, kind, node, name_node, body, receiver)
-    defs: list[tuple[int, int, str, Node, Node, Node | None, Node | None]] = []
+    add_reference = facts.references.append
+    defs: list[_DefMatch] = []
     stmts: dict[int, _ImportStmt] = {}
     loose: list[tuple[Node, str]] = []  # import names/globs captured outside a statement match
     export_names: set[str] = set()
 
-    for _, caps in QueryCursor(tags_query(lang)).matches(root):
-        calls = caps.get("name.reference.call")
-        if calls is not None:
-            for node in calls:
-                references.append(
-                    Reference(
-                        source[node.start_byte : node.end_byte].decode("utf-8", "replace"),
-                        min(node.start_point.row + 1, last_line),
-                    )
+    roles = _pattern_roles(lang)
+    for pattern, caps in QueryCursor(tags_query(lang)).matches(root):
+        role = roles.get(pattern)
+        if role is None:
+            role = roles[pattern] = _role_of(caps)
+        if role is _REFERENCE:
+            for node in caps[_REFERENCE_KEY]:
+                line = node.start_point.row + 1
+                if line > last_line:
+                    line = last_line
+                name = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
+                if _FAST_REFERENCES:
+                    ref = _new(Reference)
+                    attrs = ref.__dict__
+                    attrs["name"] = name
+                    attrs["line"] = line
+                    add_reference(ref)
+                else:
+                    add_reference(Reference(name, line))
+        elif isinstance(role, tuple):  # a definition or a scope
+            kind, outer_key, name_key = role
+            node = caps[outer_key][0]
+            body = caps.get("body")
+            receiver = caps.get("receiver")
+            doc = caps.get("doc")
+            defs.append(
+                (
+                    node.start_byte,
+                    -node.end_byte,
+                    kind,
+                    node,
+                    caps[name_key][0],
+                    body[0] if body else None,
+                    receiver[0] if receiver else None,
+                    doc[0] if doc else None,
                 )
-            continue
-        stmt_nodes = caps.get("import.statement")
-        if stmt_nodes is not None:
-            stmt_node = stmt_nodes[0]
+            )
+        elif role is _IMPORT:
+            stmt_node = caps["import.statement"][0]
             stmt = stmts.get(stmt_node.id)
             if stmt is None:
                 stmt = stmts[stmt_node.id] = _ImportStmt(stmt_node)
@@ -386,42 +456,12 @@ def _parse_into(facts: ModuleFacts, source: bytes, lang: str) -> None:
             for node in caps.get("import.submodule", ()):
                 stmt.modules.append(_text(source, node))
                 stmt.submodule = True
-            for key, nodes in caps.items():
-                if key in ("import.name", "import.glob", "import.default"):
-                    loose.extend((node, key) for node in nodes)
-            continue
-        handled = False
-        for key, nodes in caps.items():
-            if key.startswith("name.definition.") or key.startswith("name.scope."):
-                kind = key[16:] if key[5] == "d" else "@" + key[11:]
-                outer_key = key[5:]
-                outer = caps.get(outer_key)
-                if outer:
-                    node = outer[0]
-                    body = caps.get("body")
-                    receiver = caps.get("receiver")
-                    defs.append(
-                        (
-                            node.start_byte,
-                            -node.end_byte,
-                            kind,
-                            node,
-                            nodes[0],
-                            body[0] if body else None,
-                            receiver[0] if receiver else None,
-                        )
-                    )
-                handled = True
-                break
-        if handled:
-            continue
-        for key, nodes in caps.items():
-            if key in ("import.name", "import.glob", "import.default"):
-                loose.extend((node, key) for node in nodes)
-            elif key == "export.name":
-                export_names.update(
-                    source[n.start_byte : n.end_byte].decode("utf-8", "replace") for n in nodes
-                )
+            for key in _LOOSE_KEYS:
+                loose.extend((node, key) for node in caps.get(key, ()))
+        else:
+            for key in _LOOSE_KEYS:
+                loose.extend((node, key) for node in caps.get(key, ()))
+            export_names.update(_text(source, node) for node in caps.get("export.name", ()))
 
     imports_sorted = _collect_imports(facts, stmts, loose, rules, source)
     def_starts = _collect_symbols(facts, defs, rules, source, export_names)
@@ -430,20 +470,20 @@ def _parse_into(facts: ModuleFacts, source: bytes, lang: str) -> None:
 
 def _collect_symbols(
     facts: ModuleFacts,
-    defs: list[tuple[int, int, str, Node, Node, Node | None, Node | None]],
+    defs: list[_DefMatch],
     rules: _Rules,
     source: bytes,
     export_names: set[str],
 ) -> list[int]:
     """Turn definition matches into Symbols (nesting, kinds, docs, exports); sorted def starts."""
-    defs.sort(key=lambda d: (d[0], d[1]))
+    defs.sort(key=itemgetter(0, 1))
     last_line = facts.line_count
     symbols = facts.symbols
     by_qualname: dict[str, Symbol] = {}
     stack: list[_Scope] = []
     seen_names: set[int] = set()
     def_starts: list[int] = []
-    for start_byte, _neg_end, kind, node, name_node, body, receiver in defs:
+    for start_byte, _neg_end, kind, node, name_node, body, receiver, doc_node in defs:
         if name_node.start_byte in seen_names:
             continue  # the same definition captured by two patterns: keep the outer node
         seen_names.add(name_node.start_byte)
@@ -509,10 +549,14 @@ def _collect_symbols(
             stack.append(_Scope(end_byte, qualname, kind, exported, False, False))
             continue
 
-        start_line = min(name_node.start_point.row + 1, last_line)
-        end_line = min(max(_end_row(node) + 1, start_line), last_line)
-        sig_start = node.start_byte
-        if node.start_point.row != name_node.start_point.row and rules.between_types:
+        name_row = name_node.start_point.row
+        start_line = min(name_row + 1, last_line)
+        end_row, end_column = node.end_point
+        if end_column == 0 and end_row > name_row:
+            end_row -= 1  # the node swallowed a trailing newline
+        end_line = min(max(end_row + 1, start_line), last_line)
+        sig_start = start_byte
+        if rules.between_types and node.start_point.row != name_row:
             for i in range(node.child_count):
                 child = node.child(i)
                 if child is not None and child.type not in rules.between_types:
@@ -521,20 +565,10 @@ def _collect_symbols(
         sig_end = body.start_byte if body is not None and body.start_byte > sig_start else end_byte
         signature = _one_line(source[sig_start:sig_end].decode("utf-8", "replace"))
         if rules.docstrings:
-            doc = _docstring(body, source)[0]
+            doc = _clean_string_literal(_text(source, doc_node)) if doc_node is not None else ""
         else:
             doc = _comment_block(anchor, rules, source)
-        sym = Symbol(
-            name=name,
-            qualname=qualname,
-            kind=kind,
-            start_line=start_line,
-            end_line=end_line,
-            signature=signature,
-            doc=doc,
-            parent=parent,
-            exported=exported,
-        )
+        sym = Symbol(name, qualname, kind, start_line, end_line, signature, doc, parent, exported)
         symbols.append(sym)
         by_qualname.setdefault(qualname, sym)
         stack.append(_Scope(end_byte, qualname, kind, exported, True, False))

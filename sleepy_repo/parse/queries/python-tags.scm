@@ -5,6 +5,8 @@
 ;   @name.definition.<kind>   its name; kind: function class method struct interface enum trait type
 ;   @body                     (optional) the definition's body: the signature is the text before it
 ;   @receiver                 (optional) explicit owner type of a method (Go receivers)
+;   @doc                      (optional) a docstring node (Python); other languages' docs are
+;                               the comment block above the definition, found by the parser
 ;   @scope.<kind>             a nesting scope that is not a symbol itself (Rust impl blocks,
 ;   @name.scope.<kind>          inline modules); members get its name as qualname prefix
 ;   @name.reference.call      the called name at a call site (last identifier of a.b.c())
@@ -19,11 +21,11 @@
 
 (class_definition
   name: (identifier) @name.definition.class
-  body: (block) @body) @definition.class
+  body: (block . (expression_statement . (string) @doc .)?) @body) @definition.class
 
 (function_definition
   name: (identifier) @name.definition.function
-  body: (block) @body) @definition.function
+  body: (block . (expression_statement . (string) @doc .)?) @body) @definition.function
 
 (call
   function: [

@@ -1,0 +1,91 @@
+"""Notes written by a (fake) model: keyed by blob, reused across branches, carried over
+item by item when a module changes, and never served stale silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import CLI, git
+
+
+def fake_note(notes: dict) -> dict:
+    (note,) = [n for n in notes["notes"] if n["backend"] == "fake"]
+    return note
+
+
+def by_symbol(note: dict) -> dict[str | None, dict]:
+    return {i["symbol"]: i for i in note["items"] if i["kind"] == "qa"}
+
+
+def test_fake_notes_are_written_once_and_reused(make_repo, cli: CLI) -> None:
+    repo = make_repo("shop")
+    first = cli.json("refresh", "--backend", "fake", repo=repo)
+    n = first["modules"]
+    assert first["notes"]["fake"]["written"] == n
+    again = cli.json("refresh", "--backend", "fake", repo=repo)
+    assert again["notes"]["fake"] == {
+        "written": 0,
+        "reused": n,
+        "carried": 0,
+        "failed": [],
+        "dropped_citations": 0,
+    }
+    note = fake_note(cli.json("notes", "shop/tax.py", repo=repo))
+    assert note["model"] == "fake-1" and note["origin"] == "written"
+    assert all(i["generated"] for i in note["items"])
+    status = cli.json("status", repo=repo)
+    assert status["spent"]["calls"] == n  # one ledger row per model call
+    assert status["notes_by_backend"] == {"fake": n, "static": n}
+
+
+def test_changed_module_carries_unchanged_items_and_flags_the_rest(make_repo, cli: CLI) -> None:
+    repo = make_repo("shop")
+    (repo / ".sleepy").mkdir()
+    (repo / ".sleepy" / "config.toml").write_text('[notes]\nbackend = "fake"\n')
+    cli.json("refresh", repo=repo)
+    before = by_symbol(fake_note(cli.json("notes", "shop/tax.py", repo=repo)))
+    assert {"vat_rate", "vat_for_order"} <= set(before)
+
+    tax = repo / "shop" / "tax.py"
+    text = tax.read_text()
+    old = '    return sum(vat_for_lines(lines, country), Decimal("0.00"))'
+    assert old in text
+    text = text.replace(old, '    return sum(vat_for_lines(lines, country), Decimal("0"))')
+    tax.write_text("# a comment line that moves every span down\n" + text)
+    # refresh with the static backend only: the fake notes are carried, not rewritten
+    r = cli.json("refresh", "--backend", "static", repo=repo)
+    assert r["notes"]["static"]["carried"] == 1
+
+    note = fake_note(cli.json("notes", "shop/tax.py", repo=repo))
+    assert note["origin"] == "carried"
+    after = by_symbol(note)
+    assert after["vat_for_order"]["stale"] is True
+    assert after["vat_rate"]["stale"] is False
+    # unchanged items moved down with their symbol
+    assert after["vat_rate"]["start_line"] == before["vat_rate"]["start_line"] + 1
+    status = cli.json("status", repo=repo)
+    assert status["modules"]["stale"] == 1
+
+    ctx = cli.json("context", "how do I use vat_for_order", "--budget", "3000", repo=repo)
+    served = [i for i in ctx["items"] if i["path"] == "shop/tax.py" and i["generated"]]
+    assert served, "the carried notes are served"
+    assert any(i["stale"] for i in served if i["symbol"] == "vat_for_order"), served
+
+    # re-noting with the model replaces the carried note
+    r = cli.json("refresh", repo=repo)
+    assert r["notes"]["fake"]["written"] == 1
+    assert fake_note(cli.json("notes", "shop/tax.py", repo=repo))["origin"] == "written"
+
+
+def test_branch_switch_reuses_model_notes(make_repo, cli: CLI, tmp_path: Path) -> None:
+    repo = make_repo("shop")
+    cli.json("refresh", "--backend", "fake", repo=repo)
+    git(repo, "checkout", "-q", "-b", "experiment")
+    (repo / "shop" / "tax.py").write_text('"""Tax stub."""\n\ndef vat_rate():\n    return 0\n')
+    git(repo, "commit", "-qam", "stub tax")
+    r = cli.json("refresh", "--backend", "fake", repo=repo)
+    assert r["notes"]["fake"]["written"] == 1
+    git(repo, "checkout", "-q", "main")
+    back = cli.json("refresh", "--backend", "fake", repo=repo)
+    assert back["parsed"] == 1
+    assert back["notes"]["fake"]["written"] == 0  # the main blob's notes are still there

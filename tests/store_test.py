@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from sleepy_repo import api
+from sleepy_repo import store as store_mod
+from sleepy_repo.errors import StoreCorruptError
+from sleepy_repo.store import APPLICATION_ID, SCHEMA_VERSION, NoteStore
+
+
+def test_new_store_is_wal_and_tagged(tmp_path: Path) -> None:
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    with s.read() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert [p.name for p in (tmp_path / ".sleepy").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_fts_stays_consistent_through_edits_and_deletes(make_repo) -> None:
+    repo_path = make_repo("shop")
+    repo = api.open_repo(repo_path)
+    api.refresh(repo)
+    assert repo.store.integrity_errors() == []
+    (repo_path / "shop" / "tax.py").write_text('"""Tax."""\n\ndef vat():\n    return 0\n')
+    (repo_path / "shop" / "cart.py").unlink()
+    api.refresh(repo)
+    assert repo.store.integrity_errors() == []
+    with repo.store.read() as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM chunks WHERE path = 'shop/cart.py'").fetchone()[0]
+            == 0
+        )
+        hits = conn.execute(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'vat'"
+        ).fetchone()[0]
+        assert hits >= 1
+
+
+def test_integrity_check_notices_a_broken_fts(make_repo) -> None:
+    repo = api.open_repo(make_repo("shop"))
+    api.refresh(repo)
+    with repo.store.write() as conn:  # simulate damage: an FTS row without its note item
+        conn.execute(
+            "INSERT INTO items_fts(rowid, question, text, terms) VALUES (999999, '', 'x', '')"
+        )
+    assert any("items_fts" in e for e in repo.store.integrity_errors())
+
+
+def test_migration_path_runs_pending_migrations(tmp_path: Path, monkeypatch) -> None:
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        store_mod, "MIGRATIONS", {SCHEMA_VERSION + 1: "ALTER TABLE notes ADD COLUMN extra TEXT"}
+    )
+    s.ensure()
+    with s.read() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(notes)")]
+    assert "extra" in cols
+
+
+def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    with sqlite3.connect(s.path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    with pytest.raises(StoreCorruptError, match="newer than this sleepy-repo"):
+        s.ensure()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(200):
+                with s.write() as conn:
+                    s.set_meta(conn, f"w{n}-{i}", i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with s.read() as conn:
+        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'w%'").fetchone()[0] == 800
