@@ -9,8 +9,12 @@ writer uses to re-note exactly the modules whose content or graph context moved.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from sleepy_repo.store import NoteStore
 log = logging.getLogger(__name__)
 
 BATCH = 200
+PARALLEL_MIN = 200  # modules to (re)parse before worker processes pay off
 CHUNK_LINES = 60
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -102,6 +107,50 @@ def _go_module(root: Path) -> str | None:
     return None
 
 
+@dataclass
+class Prepared:
+    """One module read, hashed and parsed (possibly in a worker process)."""
+
+    cand: Candidate
+    skipped: str | None = None  # why it could not be read
+    same: bool = False  # content unchanged, only the mtime moved
+    facts: ModuleFacts | None = None
+    blob_sha: str = ""
+    text: str = ""
+    warning: str | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
+    root, cand, max_bytes, stored_blob = job
+    try:
+        content = read_module(root, cand, max_bytes)
+    except UnreadableModule as exc:
+        return Prepared(cand, skipped=str(exc))
+    if content.blob_sha == stored_blob:
+        return Prepared(cand, same=True)
+    facts = parse_module(cand.path, content.data, cand.lang)
+    return Prepared(
+        cand,
+        facts=facts,
+        blob_sha=content.blob_sha,
+        text=content.text,
+        warning=content.warning,
+        chunks=code_chunks(facts, content.text.splitlines()),
+    )
+
+
+def _prepared(jobs: list[tuple[Path, Candidate, int, str | None]]) -> Iterator[Prepared]:
+    """Prepare modules in order; in worker processes when there are many (parsing is the
+    CPU-bound part, and the main process meanwhile writes to the store)."""
+    if len(jobs) < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+        yield from map(_prepare, jobs)
+        return
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
+        yield from pool.map(_prepare, jobs, chunksize=16)
+
+
 def update_index(
     root: Path,
     is_git: bool,
@@ -149,7 +198,7 @@ def update_index(
                 if item is None:  # same content, new mtime
                     store.touch_module(conn, cand.path, cand.mtime_ns)
                     continue
-                facts, content, chunks = item  # type: ignore[misc]
+                assert isinstance(item, Prepared) and item.facts is not None
                 row = stored.get(cand.path)
                 if row is not None and row.status == "indexed":
                     old_refs[cand.path] = {
@@ -165,13 +214,13 @@ def update_index(
                 store.put_module(
                     conn,
                     lang=cand.lang,
-                    blob_sha=content.blob_sha,
+                    blob_sha=item.blob_sha,
                     size=cand.size,
                     mtime_ns=cand.mtime_ns,
-                    warning=_warning(content.warning, facts),
-                    facts=facts,
-                    text=content.text,
-                    chunks=chunks,
+                    warning=_warning(item.warning, item.facts),
+                    facts=item.facts,
+                    text=item.text,
+                    chunks=item.chunks,
                 )
         pending.clear()
 
@@ -185,30 +234,35 @@ def update_index(
             for s in newly_skipped:
                 store.put_skipped(conn, s.path, s.reason)
 
-    for done, cand in enumerate(todo, 1):
+    jobs = [
+        (
+            root,
+            c,
+            config.scan.max_file_bytes,
+            row.blob_sha if (row := stored.get(c.path)) and row.status == "indexed" else None,
+        )
+        for c in todo
+    ]
+    for done, prep in enumerate(_prepared(jobs), 1):
+        cand = prep.cand
         row = stored.get(cand.path)
-        try:
-            content = read_module(root, cand, config.scan.max_file_bytes)
-        except UnreadableModule as exc:
-            report.skipped.append(Skipped(cand.path, str(exc)))
-            pending.append((cand, str(exc)))
+        if prep.skipped is not None:
+            report.skipped.append(Skipped(cand.path, prep.skipped))
+            pending.append((cand, prep.skipped))
+        elif prep.same:
+            pending.append((cand, None))
         else:
-            if row is not None and row.status == "indexed" and row.blob_sha == content.blob_sha:
-                pending.append((cand, None))
-            else:
-                facts = parse_module(cand.path, content.data, cand.lang)
-                lines = content.text.splitlines()
-                if content.warning:
-                    report.warnings.append(f"{cand.path}: {content.warning}")
-                if facts.syntax_errors:
-                    report.warnings.append(
-                        f"{cand.path}: {facts.syntax_errors} syntax error(s); kept what parsed"
-                    )
-                pending.append((cand, (facts, content, code_chunks(facts, lines))))
-                parsed[cand.path] = facts
-                report.changed.append(
-                    Changed(cand.path, row.blob_sha if row else None, content.blob_sha)
+            facts = prep.facts
+            assert facts is not None
+            if prep.warning:
+                report.warnings.append(f"{cand.path}: {prep.warning}")
+            if facts.syntax_errors:
+                report.warnings.append(
+                    f"{cand.path}: {facts.syntax_errors} syntax error(s); kept what parsed"
                 )
+            pending.append((cand, prep))
+            parsed[cand.path] = facts
+            report.changed.append(Changed(cand.path, row.blob_sha if row else None, prep.blob_sha))
         if len(pending) >= BATCH:
             flush()
         if progress:

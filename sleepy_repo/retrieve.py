@@ -37,6 +37,8 @@ FUSION_WEIGHTS: dict[str, float] = {
     "paths": 0.7,
 }
 GRAPH_WEIGHT = 0.15
+COMPACT_TOKENS = 60  # pass 1 prefers an item this small, so more files fit a small budget
+DEPTH = 3  # note items per file in pass 2
 MAX_TERMS = 32
 
 _STOPWORDS_TEXT = """
@@ -341,33 +343,45 @@ def pack(
     chosen: dict[str, list[ContextItem]] = defaultdict(list)
     used = 0
 
-    def try_add(path: str, item: ContextItem) -> bool:
-        nonlocal used
-        cost = count_tokens(item.render())
-        if used + cost > budget:
-            return False
-        chosen[path].append(item)
-        used += cost
-        return True
+    def cost(item: ContextItem) -> int:
+        return count_tokens(item.render())
 
-    def ordered(path: str) -> list[tuple[int, NoteItem]]:
+    def add(path: str, item: ContextItem, n: int) -> None:
+        nonlocal used
+        chosen[path].append(item)
+        used += n
+
+    def ordered(path: str, score: float) -> list[tuple[ContextItem, int]]:
         items = active.get(path, [])
         matched = sorted(
             (x for x in items if x[0] in ranking.item_rank), key=lambda x: ranking.item_rank[x[0]]
         )
         summary = [x for x in items if x[1].kind == "summary" and x not in matched]
-        return matched + summary
+        out = [_to_item(path, item, score) for _, item in matched + summary]
+        return [(i, cost(i)) for i in out]
 
-    queues = {p: ordered(p) for p, _ in files}
-    # pass 1: one item per file, in rank order; pass 2: further items of the top files
-    for depth in (1, 3):
-        for path, score in files:
-            while len(chosen[path]) < depth and queues[path]:
-                _, item = queues[path].pop(0)
-                if not try_add(path, _to_item(path, item, score)):
-                    break
-            if budget - used < 12:
+    queues = {p: ordered(p, score) for p, score in files}
+    # pass 1: one compact item per file, strictly in rank order (a file whose item does not
+    # fit ends the pass, so the order of files served is the ranking's)
+    for path, _ in files:
+        queue = queues[path]
+        if not queue:
+            continue
+        pick = next((x for x in queue if x[1] <= COMPACT_TOKENS), min(queue, key=lambda x: x[1]))
+        if used + pick[1] > budget:
+            break
+        queue.remove(pick)
+        add(path, *pick)
+    # pass 2: up to DEPTH items for each file already served, in rank order
+    for path, _ in files:
+        if not chosen[path]:
+            continue
+        for item, n in list(queues[path]):
+            if len(chosen[path]) >= DEPTH:
                 break
+            if used + n <= budget:
+                queues[path].remove((item, n))
+                add(path, item, n)
     # pass 3: code of the best chunks in files already served
     served = {p for p, v in chosen.items() if v}
     score_of = dict(files)
@@ -376,23 +390,21 @@ def pack(
             break
         if chunk.path not in served or not chunk.servable:
             continue
-        try_add(
-            chunk.path,
-            ContextItem(
-                path=chunk.path,
-                start_line=chunk.start_line,
-                end_line=chunk.end_line,
-                symbol=chunk.symbol,
-                kind="code",
-                text=chunk.text,
-                generated=False,
-                stale=False,
-                score=score_of.get(chunk.path, 0.0),
-                citations=[
-                    Citation(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, "")
-                ],
-            ),
+        code = ContextItem(
+            path=chunk.path,
+            start_line=chunk.start_line,
+            end_line=chunk.end_line,
+            symbol=chunk.symbol,
+            kind="code",
+            text=chunk.text,
+            generated=False,
+            stale=False,
+            score=score_of.get(chunk.path, 0.0),
+            citations=[Citation(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, "")],
         )
+        n = cost(code)
+        if used + n <= budget:
+            add(chunk.path, code, n)
     for path, _ in files:
         ctx.items.extend(chosen.get(path, []))
     ctx.tokens = used

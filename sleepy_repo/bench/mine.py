@@ -282,16 +282,16 @@ def _parse_record(rec: bytes) -> LogEntry:
 
 
 # -- filters -------------------------------------------------------------------------------
-def make_test_matcher(globs: Iterable[str]) -> pathspec.PathSpec:
+def make_test_matcher(globs: Iterable[str]) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(list(globs))
 
 
-def is_source(path: str, tests: pathspec.PathSpec) -> bool:
+def is_source(path: str, tests: pathspec.GitIgnoreSpec) -> bool:
     return language_for_path(path) is not None and not tests.match_file(path)
 
 
 def judge(
-    entry: LogEntry, opts: MineOptions, tests: pathspec.PathSpec
+    entry: LogEntry, opts: MineOptions, tests: pathspec.GitIgnoreSpec
 ) -> tuple[Case | None, list[str]]:
     """The case a commit yields (None if rejected) and every reason it is rejected for."""
     reasons: list[str] = []

@@ -13,6 +13,7 @@ from sleepy_repo.parse.facts import Symbol
 
 MAX_QA = 8
 MAX_LISTED = 8
+MAX_SIGNATURE = 160
 TOP_KINDS = ("class", "struct", "interface", "trait", "enum", "type", "function")
 
 
@@ -33,7 +34,7 @@ def _names(items: list[str], limit: int = MAX_LISTED) -> str:
 class StaticBackend:
     name = "static"
     model = ""
-    prompt_version = "static-1"
+    prompt_version = "static-2"  # bump when the note text changes
     generated = False
 
     def write_notes(self, request: NoteRequest) -> NoteDraft:
@@ -104,11 +105,11 @@ class StaticBackend:
         if facts.doc:
             parts.append(first_sentence(facts.doc))
         if public:
-            parts.append("Defines " + _names([f"{s.name}" for s in public]) + ".")
+            parts.append("Defines " + _names([s.name for s in public], 6) + ".")
         if request.imports:
-            parts.append("Imports " + _names(request.imports, 5) + ".")
+            parts.append("Imports " + _names(request.imports, 4) + ".")
         if request.imported_by:
-            parts.append("Used by " + _names(request.imported_by, 5) + ".")
+            parts.append("Used by " + _names(request.imported_by, 4) + ".")
         return DraftItem(kind="summary", text=" ".join(parts), cites=(MODULE,))
 
     @staticmethod
@@ -126,7 +127,10 @@ class StaticBackend:
 
     @staticmethod
     def _symbol_item(sym: Symbol) -> DraftItem:
-        text = f"{sym.kind} {sym.qualname}: {sym.signature.strip()}"
+        signature = sym.signature.strip()
+        if len(signature) > MAX_SIGNATURE:
+            signature = signature[: MAX_SIGNATURE - 1] + "…"
+        text = f"{sym.kind} {sym.qualname}: {signature}"
         if sym.doc:
             text += " — " + first_sentence(sym.doc)
         return DraftItem(kind="symbol", text=text, cites=(sym.qualname,), symbol=sym.qualname)

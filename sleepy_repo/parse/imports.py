@@ -155,15 +155,17 @@ def _resolve_js(importer: str, imp: Import, index: _PathIndex, go_module: str | 
     if not spec.startswith(("./", "../")) and spec not in (".", ".."):
         return []  # a package, a URL or a path alias
     target = _join(posixpath.dirname(importer), spec)
-    if not target or target.startswith("../"):
+    if target.startswith("../") or target == "..":
         return []
     files = index.files
-    candidates: list[str] = [target]
-    stem, ext = posixpath.splitext(target)
-    if ext in _JS_SOURCE_FOR:
-        candidates.extend(stem + alt for alt in _JS_SOURCE_FOR[ext])
-    candidates.extend(target + e for e in _JS_EXTENSIONS)
-    candidates.extend(target + "/index" + e for e in _JS_EXTENSIONS)
+    candidates: list[str] = []
+    if not (spec.endswith("/") or spec in (".", "..")):  # a directory spec means its index
+        candidates.append(target)
+        stem, ext = posixpath.splitext(target)
+        if ext in _JS_SOURCE_FOR:
+            candidates.extend(stem + alt for alt in _JS_SOURCE_FOR[ext])
+        candidates.extend(target + e for e in _JS_EXTENSIONS)
+    candidates.extend(_join(target, "index" + e) for e in _JS_EXTENSIONS)
     hit = _first(candidates, files)
     return [hit] if hit is not None else []
 
@@ -272,6 +274,7 @@ def _resolve_rust(
     # the longest prefix of the path that is a module file
     module_file: str | None = None
     module_path = base
+    full = False
     for k in range(len(rest), -1, -1):
         module_file = _rust_module_file(crate_src, base + rest[:k], importer, files)
         if module_file is not None:

@@ -257,6 +257,11 @@ def _docstring(body: Node | None, source: bytes) -> tuple[str, Node | None]:
     return "", None
 
 
+def _is_string_statement(node: Node) -> bool:
+    first = node.named_child(0)
+    return node.named_child_count == 1 and first is not None and first.type == "string"
+
+
 def _comment_block(anchor: Node, rules: _Rules, source: bytes) -> str:
     """The contiguous comment block right above ``anchor`` (attributes may sit between)."""
     parts: list[bytes] = []
@@ -292,6 +297,21 @@ def _comment_block(anchor: Node, rules: _Rules, source: bytes) -> str:
         return ""
     parts.reverse()
     return _clean_comment("\n".join(p.decode("utf-8", "replace").rstrip() for p in parts))
+
+
+def _anchor(node: Node, rules: _Rules) -> Node:
+    """The wrapper a definition leads (``export``, a one-spec ``type``), else the definition."""
+    anchor = node
+    wrapper = anchor.parent
+    while wrapper is not None and wrapper.type in rules.wrapper_types:
+        prev = anchor.prev_named_sibling
+        while prev is not None and prev.type in rules.between_types:
+            prev = prev.prev_named_sibling
+        if prev is not None:
+            break
+        anchor = wrapper
+        wrapper = anchor.parent
+    return anchor
 
 
 def _count_errors(root: Node) -> int:
@@ -363,7 +383,6 @@ class _Scope:
     qualname: str
     kind: str
     exported: bool
-    is_symbol: bool
     dropped: bool  # inside a function body: members are dropped too
 
 
@@ -493,7 +512,7 @@ def _collect_symbols(
         top = stack[-1] if stack else None
         end_byte = node.end_byte
         if top is not None and (top.dropped or top.kind in _FUNCTION_LIKE):
-            stack.append(_Scope(end_byte, "", kind, False, False, True))
+            stack.append(_Scope(end_byte, "", kind, False, True))
             continue
         name = source[name_node.start_byte : name_node.end_byte].decode("utf-8", "replace")
         if not name:
@@ -527,16 +546,7 @@ def _collect_symbols(
                     kind = "method"
         qualname = prefix + name
 
-        anchor = node
-        if rules.wrapper_types:
-            wrapper = anchor.parent
-            while (
-                wrapper is not None
-                and wrapper.type in rules.wrapper_types
-                and anchor.prev_named_sibling is None
-            ):
-                anchor = wrapper
-                wrapper = anchor.parent
+        anchor = _anchor(node, rules) if rules.wrapper_types else node
         own = rules.exported(name, node, anchor, parent_kind) or (
             parent_kind is None and name in export_names
         )
@@ -546,7 +556,7 @@ def _collect_symbols(
             if kind in ("impl", "trait_impl"):
                 known = by_qualname.get(qualname)
                 exported = known.exported if known is not None else True
-            stack.append(_Scope(end_byte, qualname, kind, exported, False, False))
+            stack.append(_Scope(end_byte, qualname, kind, exported, False))
             continue
 
         name_row = name_node.start_point.row
@@ -571,7 +581,7 @@ def _collect_symbols(
         sym = Symbol(name, qualname, kind, start_line, end_line, signature, doc, parent, exported)
         symbols.append(sym)
         by_qualname.setdefault(qualname, sym)
-        stack.append(_Scope(end_byte, qualname, kind, exported, True, False))
+        stack.append(_Scope(end_byte, qualname, kind, exported, False))
     return def_starts
 
 
@@ -670,6 +680,8 @@ def _module_header(
         kind = child.type
         if kind in comment_types or kind in rules.neutral_types or child.id == skip_id:
             continue
+        if kind == "expression_statement" and _is_string_statement(child):
+            continue  # a directive such as "use strict"
         if kind in rules.header_types or (
             kind in rules.import_containers
             and _contains(import_starts, child)

@@ -2,7 +2,8 @@
 ; Capture names are documented at the top of python-tags.scm:
 ;   @definition.<kind> / @name.definition.<kind> / @body, @scope.<kind> / @name.scope.<kind>,
 ;   @name.reference.call, @import.statement / @import.module / @import.name / @import.glob /
-;   @import.default, @export.name (names exported by `export { ... }` or `export default x`).
+;   @import.default, @export.name (names exported by `export { ... }`, `export default x`
+;   or CommonJS `exports.x = ...` / `module.exports = {...}`).
 ; Same as typescript-tags.scm plus JSX component uses as call references.
 
 ; --- definitions ---
@@ -137,3 +138,33 @@
  (#match? @name.reference.call "^[A-Z]"))
 ((jsx_self_closing_element name: (identifier) @name.reference.call)
  (#match? @name.reference.call "^[A-Z]"))
+
+; CommonJS: exports.a = ..., module.exports.a = ..., module.exports = a / { a, b: c }
+((assignment_expression
+   left: (member_expression
+     object: (identifier) @_exports
+     property: (property_identifier) @export.name))
+ (#eq? @_exports "exports"))
+
+((assignment_expression
+   left: (member_expression
+     object: (member_expression
+       object: (identifier) @_module
+       property: (property_identifier) @_exports)
+     property: (property_identifier) @export.name))
+ (#eq? @_module "module")
+ (#eq? @_exports "exports"))
+
+((assignment_expression
+   left: (member_expression
+     object: (identifier) @_module
+     property: (property_identifier) @_exports)
+   right: [
+     (identifier) @export.name
+     (object [
+       (shorthand_property_identifier) @export.name
+       (pair value: (identifier) @export.name)
+     ])
+   ])
+ (#eq? @_module "module")
+ (#eq? @_exports "exports"))
