@@ -36,7 +36,8 @@ FUSION_WEIGHTS: dict[str, float] = {
     "symbols": 1.5,
     "paths": 0.7,
 }
-GRAPH_WEIGHT = 0.15
+GRAPH_WEIGHT = 0.5  # calibrated on click + httpx localization (see README)
+GRAPH_TOP = 10
 COMPACT_TOKENS = 60  # pass 1 prefers an item this small, so more files fit a small budget
 DEPTH = 3  # note items per file in pass 2
 MAX_TERMS = 32
@@ -245,16 +246,19 @@ def fuse(lists: dict[str, list[str]]) -> dict[str, float]:
 
 
 def _graph_nudge(conn: sqlite3.Connection, scores: dict[str, float]) -> None:
-    top = sorted(scores, key=lambda p: -scores[p])[:10]
-    bonus: dict[str, float] = defaultdict(float)
+    """Lift the import-graph neighbours of the top files a little: each neighbour gains
+    ``GRAPH_WEIGHT`` times the score of its best-ranked top neighbour (a max, not a sum,
+    so hub modules imported by everything are not pulled to the top)."""
+    top = sorted(scores, key=lambda p: -scores[p])[:GRAPH_TOP]
+    bonus: dict[str, float] = {}
     for p in top:
         for (n,) in conn.execute(
             "SELECT dst FROM edges WHERE src = ? UNION SELECT src FROM edges WHERE dst = ?",
             (p, p),
         ):
-            bonus[n] += GRAPH_WEIGHT * scores[p]
+            bonus[n] = max(bonus.get(n, 0.0), GRAPH_WEIGHT * scores[p])
     for n, b in bonus.items():
-        scores[n] += b
+        scores[n] = scores.get(n, 0.0) + b
 
 
 @dataclass
