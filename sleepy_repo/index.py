@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sleepy_repo.config import Config
-from sleepy_repo.parse import ModuleFacts, parse_module, resolve_import
+from sleepy_repo.parse import ModuleFacts, Symbol, parse_module, resolve_import
 from sleepy_repo.scan import (
     Candidate,
     ScanResult,
@@ -83,7 +83,14 @@ def code_chunks(facts: ModuleFacts, lines: list[str]) -> list[Chunk]:
     if header_end > 0:
         emit(1, header_end, None, True)
     cursor = header_end + 1
-    tops = sorted((s for s in facts.symbols if s.parent is None), key=lambda s: s.start_line)
+    # top level = not inside another symbol's span (Go methods and Rust impl methods have a
+    # parent type but stand outside its span, so they are top-level chunks too)
+    tops: list[Symbol] = []
+    reach = 0
+    for sym in sorted(facts.symbols, key=lambda s: (s.start_line, -s.end_line)):
+        if sym.start_line > reach:
+            tops.append(sym)
+            reach = sym.end_line
     for sym in tops:
         if sym.start_line < cursor or sym.start_line > n:
             continue

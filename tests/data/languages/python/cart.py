@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os.path as osp
 from dataclasses import dataclass, field
+
+from . import events
 from .pricing import (
     apply_discount,
-    round_price as rp,
+    round_price,
 )
-from . import events
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Cart:
     ) -> float:
         """The total price after discount."""
         subtotal = sum(i.price * i.quantity for i in self.items)
-        return rp(apply_discount(subtotal, discount))
+        return round_price(apply_discount(subtotal, discount))
 
     def _audit(self) -> None:
         def fmt(item: Item) -> str:
