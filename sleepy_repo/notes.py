@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from sleepy_repo.parse.facts import ModuleFacts
+from sleepy_repo.parse.facts import ModuleFacts, Symbol
 
 KINDS = ("summary", "qa", "fact", "symbol", "code")
 MODULE = "<module>"  # pseudo-symbol: the module header (doc comment + imports)
@@ -85,30 +85,50 @@ def header_span(facts: ModuleFacts) -> tuple[int, int]:
     return 1, end
 
 
-def cite(facts: ModuleFacts, lines: list[str], name: str) -> Citation | None:
-    """Ground one cited name (a qualname or ``MODULE``) in ``facts``; None if unknown."""
-    if name == MODULE:
-        start, end = header_span(facts)
-        return Citation(facts.path, start, end, None, span_sha(lines, start, end))
-    sym = facts.symbol(name)
-    if sym is None:
-        return None
-    return Citation(
-        facts.path,
-        sym.start_line,
-        sym.end_line,
-        sym.qualname,
-        span_sha(lines, sym.start_line, sym.end_line),
-    )
+class Grounder:
+    """Grounds cited names in one module version; caches symbol lookups and span hashes
+    (many items cite the same symbol, and a class's span holds its methods' spans)."""
+
+    def __init__(self, facts: ModuleFacts, lines: list[str]) -> None:
+        self.facts = facts
+        self._stripped = [line.rstrip() for line in lines]
+        self._symbols: dict[str, Symbol] = {}
+        for sym in facts.symbols:
+            self._symbols.setdefault(sym.qualname, sym)
+        self._shas: dict[tuple[int, int], str] = {}
+
+    def sha(self, start: int, end: int) -> str:
+        key = (start, end)
+        if key not in self._shas:
+            body = "\n".join(self._stripped[start - 1 : end])
+            self._shas[key] = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return self._shas[key]
+
+    def cite(self, name: str) -> Citation | None:
+        """One cited name (a qualname or ``MODULE``) as a citation; None if unknown."""
+        if name == MODULE:
+            start, end = header_span(self.facts)
+            return Citation(self.facts.path, start, end, None, self.sha(start, end))
+        sym = self._symbols.get(name)
+        if sym is None:
+            return None
+        return Citation(
+            self.facts.path,
+            sym.start_line,
+            sym.end_line,
+            sym.qualname,
+            self.sha(sym.start_line, sym.end_line),
+        )
 
 
 def ground(draft: NoteDraft, facts: ModuleFacts, lines: list[str], key: NoteKey) -> ModuleNotes:
     """Turn a draft into stored items; drop unknown citations, and items left with none."""
     notes = ModuleNotes(key=key)
+    grounder = Grounder(facts, lines)
     for d in draft.items:
         cits: list[Citation] = []
         for name in d.cites:
-            c = cite(facts, lines, name)
+            c = grounder.cite(name)
             if c is None:
                 notes.dropped_citations += 1
             elif c not in cits:
@@ -140,6 +160,7 @@ def carry_over(items: list[NoteItem], facts: ModuleFacts, lines: list[str]) -> l
     kept but marked stale, so it is served with ``stale: true`` until refreshed.
     """
     out: list[NoteItem] = []
+    grounder = Grounder(facts, lines)
     for item in items:
         stale = item.stale
         cits: list[Citation] = []
@@ -147,7 +168,7 @@ def carry_over(items: list[NoteItem], facts: ModuleFacts, lines: list[str]) -> l
             if c.path != facts.path:
                 cits.append(c)
                 continue
-            now = cite(facts, lines, c.symbol if c.symbol else MODULE)
+            now = grounder.cite(c.symbol if c.symbol else MODULE)
             if now is None or now.span_sha != c.span_sha:
                 stale = True
                 cits.append(c if now is None else replace(now, span_sha=c.span_sha))

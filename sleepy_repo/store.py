@@ -475,12 +475,15 @@ class NoteStore:
             ),
         )
         note_id = cur.lastrowid
+        # ids are assigned here (the write transaction holds the lock) so both tables can
+        # be filled with executemany
+        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM note_items").fetchone()[0]
+        rows = []
+        fts_rows = []
         for i, item in enumerate(notes.items):
-            cur = conn.execute(
-                "INSERT INTO note_items(note_id, ordinal, kind, question, text, symbol, "
-                "start_line, end_line, citations_json, generated, stale, path) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.append(
                 (
+                    first + i,
                     note_id,
                     i,
                     item.kind,
@@ -493,17 +496,25 @@ class NoteStore:
                     int(item.generated),
                     int(item.stale),
                     k.path,
-                ),
+                )
             )
-            conn.execute(
-                "INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)",
+            fts_rows.append(
                 (
-                    cur.lastrowid,
+                    first + i,
                     fts_text(item.question or ""),
                     fts_text(item.text),
                     path_terms + " " + fts_text((item.symbol or "").replace(".", " ")),
-                ),
+                )
             )
+        conn.executemany(
+            "INSERT INTO note_items(id, note_id, ordinal, kind, question, text, symbol, "
+            "start_line, end_line, citations_json, generated, stale, path) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)", fts_rows
+        )
 
     @staticmethod
     def load_items(conn: sqlite3.Connection, key: NoteKey) -> list[NoteItem]:
