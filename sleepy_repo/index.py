@@ -164,7 +164,6 @@ def update_index(
     config: Config,
     store: NoteStore,
     progress: Progress | None = None,
-    only: set[str] | None = None,
 ) -> IndexReport:
     t0 = time.perf_counter()
     result = scan(root, is_git, config.scan)
@@ -183,8 +182,6 @@ def update_index(
             and row.size == cand.size
             and row.mtime_ns == cand.mtime_ns
         ):
-            continue
-        if only is not None and cand.path not in only and row is not None:
             continue
         todo.append(cand)
 
