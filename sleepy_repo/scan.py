@@ -108,7 +108,7 @@ def find_root(path: Path) -> tuple[Path, bool]:
     return path, False
 
 
-def _ignore_spec(patterns: Iterable[str]) -> pathspec.PathSpec:
+def _ignore_spec(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines([*ALWAYS_IGNORED, *patterns])
 
 
@@ -150,7 +150,7 @@ def _git_head(root: Path, result: ScanResult) -> None:
 def _walk_listing(root: Path, result: ScanResult) -> list[str]:
     """Every file below ``root`` not ignored by its .gitignore files (symlinks not followed)."""
     paths: list[str] = []
-    specs: dict[str, pathspec.PathSpec] = {}
+    specs: dict[str, pathspec.GitIgnoreSpec] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"

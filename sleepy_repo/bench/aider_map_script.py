@@ -52,7 +52,7 @@ def _load_counter(path: str) -> Any:
 
 count_tokens = _load_counter(sys.argv[1])
 
-from aider.repomap import RepoMap, Tag  # noqa: E402
+from aider.repomap import RepoMap, Tag  # type: ignore[import-not-found]  # noqa: E402
 
 
 class _Model:

@@ -104,7 +104,11 @@ def _py_package_root(importer: str, files: frozenset[str]) -> str:
 
 
 def _py_names(
-    base: str, parts: list[str], module_file: str | None, names: tuple[str, ...], files
+    base: str,
+    parts: list[str],
+    module_file: str | None,
+    names: tuple[str, ...],
+    files: frozenset[str],
 ) -> list[str]:
     """Submodules among ``names``, plus the module itself when a name is not a submodule."""
     found: list[str] = []
