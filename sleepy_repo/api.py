@@ -6,6 +6,7 @@ whose ``to_json`` gives the documented ``--json`` shapes (each with ``schema_ver
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -14,13 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo.config import CONFIG_DIR, CONFIG_FILE, Config, default_config_toml, load_config
+from sleepy_repo import mirror
+from sleepy_repo.ask import answer as answer_question
+from sleepy_repo.budget import Budget, spent_today
+from sleepy_repo.config import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    BudgetConfig,
+    Config,
+    default_config_toml,
+    load_config,
+)
 from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.index import update_index
-from sleepy_repo.models import get_backend
+from sleepy_repo.models import Backend, StaticBackend, get_backend
+from sleepy_repo.models import ready as backend_ready
+from sleepy_repo.notes import Usage
+from sleepy_repo.precommit import check as check_mirror_files
+from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.retrieve import Context, context
 from sleepy_repo.scan import find_root
-from sleepy_repo.sleep import write_notes
+from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
 from sleepy_repo.store import NoteStore, item_from_row
 
 log = logging.getLogger(__name__)
@@ -98,10 +113,29 @@ def refresh(
     backend: str | None = None,
     effort: str | None = None,
     progress: Progress | None = None,
+    budget_tokens: int | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Index what changed, then write missing notes: static always, and ``backend`` if a
-    model backend is chosen (explicitly, or in config)."""
+    model backend is chosen (explicitly, or in config; a key in the environment never
+    chooses one). Model work runs under ``[budget]`` (``budget_tokens`` overrides the
+    per-refresh token limit); what a budget or an outage stops stays queued.
+
+    ``dry_run``: model work is only priced (``plan`` in the result): no model call is made
+    and no key is needed. Indexing and static notes, which cost nothing, run as usual."""
     only = {repo.relpath(p) for p in paths} if paths else None
+    chosen = backend or repo.config.notes.backend
+    effort = effort or repo.config.notes.effort
+    model_backend = None
+    if chosen != "static":
+        model_backend = get_backend(chosen, repo.config, effort)
+        if not dry_run:
+            backend_ready(model_backend)  # a missing key fails before any work
+    limits = repo.config.budget
+    if budget_tokens is not None:
+        if budget_tokens < 0:
+            raise SleepyError(f"--budget-tokens must be >= 0 (0 = unlimited), got {budget_tokens}")
+        limits = dataclasses.replace(limits, per_refresh_tokens=budget_tokens)
     report = update_index(
         repo.root,
         repo.is_git,
@@ -110,15 +144,29 @@ def refresh(
         progress=(lambda d, t: progress("index", d, t)) if progress else None,
     )
     changed = {c.path for c in report.changed}
+    imported = import_mirrors(repo)  # notes committed with the code: no model call for them
     force = report.affected
-    backends = ["static"]
-    chosen = backend or repo.config.notes.backend
-    if chosen != "static":
-        backends.append(chosen)
-    effort = effort or repo.config.notes.effort
+    backends: list[Backend] = [StaticBackend()]
+    if model_backend is not None:
+        backends.append(model_backend)
     notes: dict[str, Any] = {}
-    for name in backends:
-        b = get_backend(name)
+    model: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    for b in backends:
+        name: str = b.name
+        if dry_run and b.generated:
+            plan = _plan_json(
+                plan_notes(
+                    repo.root,
+                    repo.store,
+                    b,
+                    effort=effort,
+                    paths=only,
+                    deny=repo.config.scan.deny,
+                ),
+                limits,
+            )
+            continue
         sr = write_notes(
             repo.root,
             repo.store,
@@ -127,7 +175,9 @@ def refresh(
             paths=only,
             force=force if name == "static" else (),
             changed=report.changed,
-            progress=(lambda d, t, n=name: progress(f"notes:{n}", d, t)) if progress else None,
+            progress=_phase(progress, f"notes:{name}"),
+            budget=Budget(repo.store, limits) if b.generated else None,
+            deny=repo.config.scan.deny,
         )
         notes[name] = {
             "written": sr.written,
@@ -136,6 +186,8 @@ def refresh(
             "failed": [{"path": p, "error": e} for p, e in sr.failed],
             "dropped_citations": sr.dropped_citations,
         }
+        if b.generated:
+            model = _model_json(b, sr)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -146,7 +198,74 @@ def refresh(
         "submodules": report.scan.submodules,
         "warnings": report.warnings,
         "notes": notes,
+        "model": model,
+        "dry_run": plan,
+        "imported": imported,
         "seconds": round(report.seconds, 3),
+    }
+
+
+def _phase(progress: Progress | None, phase: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(phase, done, total)
+
+
+def _usage_json(usage: Iterable[Usage]) -> dict[str, Any]:
+    rows = list(usage)
+    return {
+        "calls": len(rows),
+        "input_tokens": sum(u.input_tokens for u in rows),
+        "output_tokens": sum(u.output_tokens for u in rows),
+        "cache_read_tokens": sum(u.cache_read_tokens for u in rows),
+        "cache_write_tokens": sum(u.cache_write_tokens for u in rows),
+        "cost_usd": round(sum(u.cost_usd for u in rows), 6),
+    }
+
+
+def _model_json(backend: Backend, sr: SleepReport) -> dict[str, Any]:
+    """The model part of ``refresh``: what was spent, what is left queued and why."""
+    return {
+        "backend": backend.name,
+        "model": backend.model,
+        "spent": _usage_json(sr.usage),
+        "queued": sr.queued,
+        "batched": sr.batched,
+        "stopped": sr.stopped,
+        "not_sent": [{"path": p, "reason": r} for p, r in sr.not_sent],
+    }
+
+
+def _plan_json(plan: Plan, limits: BudgetConfig) -> dict[str, Any]:
+    """``refresh --dry-run``: per module, the estimate a budget would reserve."""
+    todo = [
+        {
+            "path": path,
+            "calls": est.calls,
+            "input_tokens": est.input_tokens,
+            "max_output_tokens": est.output_tokens,
+            "tokens": est.tokens,
+            "cost_usd": round(est.cost_usd, 6),
+        }
+        for path, est in plan.todo
+    ]
+    return {
+        "backend": plan.backend,
+        "model": plan.model,
+        "effort": plan.effort,
+        "modules": todo,
+        "reused": plan.reused,
+        "not_sent": [{"path": p, "reason": r} for p, r in plan.not_sent],
+        "total": {
+            "modules": len(todo),
+            "calls": sum(t["calls"] for t in todo),
+            "input_tokens": sum(t["input_tokens"] for t in todo),
+            "max_output_tokens": sum(t["max_output_tokens"] for t in todo),
+            "tokens": sum(t["tokens"] for t in todo),
+            "cost_usd": round(sum(est.cost_usd for _, est in plan.todo), 6),
+        },
+        "budget": dataclasses.asdict(limits),
     }
 
 
@@ -184,6 +303,7 @@ def status(repo: Repo) -> dict[str, Any]:
             "coalesce(sum(cache_read_tokens),0), coalesce(sum(cache_write_tokens),0), "
             "coalesce(sum(cost_usd),0) FROM ledger"
         ).fetchone()
+        today_tokens, today_usd = spent_today(conn)
         dropped = conn.execute(
             "SELECT coalesce(sum(n.dropped_citations),0) FROM notes n JOIN modules m "
             "ON m.path = n.path AND m.blob_sha = n.blob_sha"
@@ -222,6 +342,7 @@ def status(repo: Repo) -> dict[str, Any]:
         "notes_by_backend": by_backend,
         "queued": jobs.get("queued", 0),
         "failed": jobs.get("failed", 0),
+        "batched": jobs.get("batched", 0),
         "spent": {
             "calls": ledger[0],
             "input_tokens": ledger[1],
@@ -229,6 +350,11 @@ def status(repo: Repo) -> dict[str, Any]:
             "cache_read_tokens": ledger[3],
             "cache_write_tokens": ledger[4],
             "cost_usd": round(ledger[5], 6),
+        },
+        "budget": {
+            **dataclasses.asdict(repo.config.budget),
+            "today_tokens": today_tokens,
+            "today_usd": round(today_usd, 6),
         },
         "dropped_citations": {
             "count": dropped,
@@ -397,3 +523,49 @@ def _store_bytes(store: NoteStore) -> int:
         if p.exists():
             total += os.path.getsize(p)
     return total
+
+
+# -- ask -----------------------------------------------------------------------------------
+def ask(
+    repo: Repo, question: str, budget: int | None = None, *, source: str = "cli"
+) -> dict[str, Any]:
+    """Answer from the packed context. No answering model exists yet: ``answer`` is None,
+    ``message`` says so, and ``context`` is what ``get_context`` returns."""
+    return answer_question(get_context(repo, question, budget, source=source)).to_json()
+
+
+# -- pre-commit hook and the markdown mirror -----------------------------------------------
+def _hook_paths(repo: Repo, files: Iterable[str], warnings: list[str]) -> list[str]:
+    paths = []
+    for f in files:
+        try:
+            paths.append(repo.relpath(f))
+        except RepoError as exc:
+            warnings.append(str(exc))
+    return paths
+
+
+def pre_commit(repo: Repo, files: Iterable[str], *, all_files: bool = False) -> dict[str, Any]:
+    """The pre-commit hook: notes for the staged blobs of ``files`` and, with
+    ``[notes] commit = true``, their markdown mirror in ``.sleepy/notes/``, staged."""
+    if not repo.is_git:
+        raise RepoError(f"{repo.root} is not a git repository: the pre-commit hook needs one")
+    warnings: list[str] = []
+    paths = _hook_paths(repo, files, warnings)
+    report = run_pre_commit(repo.root, repo.config, repo.store, paths, all_files=all_files)
+    report.warnings[:0] = warnings
+    return report.to_json()
+
+
+def check_mirrors(repo: Repo, files: Iterable[str], *, all_files: bool = False) -> dict[str, Any]:
+    """``--check``: files whose mirror records another blob than their content."""
+    warnings: list[str] = []
+    paths = _hook_paths(repo, files, warnings)
+    result = check_mirror_files(repo.root, repo.config, paths, all_files=all_files).to_json()
+    result["warnings"] = warnings
+    return result
+
+
+def import_mirrors(repo: Repo) -> int:
+    """Import committed notes (``.sleepy/notes/``) for modules whose current blob they match."""
+    return mirror.import_mirrors(repo.root, repo.store)

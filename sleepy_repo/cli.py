@@ -68,11 +68,25 @@ def cmd_init(repo: str | None, rebuild: bool, as_json: bool) -> int:
 
 
 def cmd_refresh(
-    repo: str | None, paths: list[str], backend: str | None, effort: str | None, as_json: bool
+    repo: str | None,
+    paths: list[str],
+    backend: str | None,
+    effort: str | None,
+    as_json: bool,
+    budget_tokens: int | None = None,
+    dry_run: bool = False,
 ) -> int:
     r = api.open_repo(repo)
     with _progress(not as_json) as progress:
-        result = api.refresh(r, paths or None, backend=backend, effort=effort, progress=progress)
+        result = api.refresh(
+            r,
+            paths or None,
+            backend=backend,
+            effort=effort,
+            progress=progress,
+            budget_tokens=budget_tokens,
+            dry_run=dry_run,
+        )
     if as_json:
         _print_json(result)
         return 0
@@ -91,7 +105,50 @@ def cmd_refresh(
         f"{result['modules']} modules ({result['parsed']} parsed, "
         f"{len(result['removed'])} removed) in {result['seconds']:.2f}s; notes {notes}"
     )
+    if result.get("model"):
+        _print_model_run(result["model"], result["notes"][result["model"]["backend"]])
+    if result.get("dry_run"):
+        _print_plan(result["dry_run"])
+    elif dry_run:
+        out.print("dry run: no model backend is chosen; static notes cost nothing")
     return 0
+
+
+def _print_model_run(m: dict[str, Any], notes: dict[str, Any]) -> None:
+    for f in notes["failed"]:
+        err.print(f"notes failed: {f['path']}: {f['error']}", style="yellow", markup=False)
+    for n in m["not_sent"]:
+        err.print(f"not sent: {n['path']}: {n['reason']}", markup=False)
+    sp = m["spent"]
+    out.print(
+        f"{m['backend']} ({m['model']}): {sp['calls']} calls, {sp['input_tokens']:,} in + "
+        f"{sp['output_tokens']:,} out tokens ({sp['cache_read_tokens']:,} cache read, "
+        f"{sp['cache_write_tokens']:,} cache write), ${sp['cost_usd']:.4f}"
+    )
+    if m["queued"] or m["stopped"]:
+        why = f": {m['stopped']}" if m["stopped"] else ""
+        out.print(f"{m['queued']} modules left queued for later{why}")
+    if m.get("batched"):
+        out.print(f"{m['batched']} modules wait in a Message Batch; a later refresh collects them")
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    out.print(
+        f"dry run: {plan['backend']} ({plan['model']}, {plan['effort']}) would note "
+        f"{plan['total']['modules']} modules ({plan['reused']} already have notes); no call made"
+    )
+    for t in plan["modules"]:
+        out.print(
+            f"  {t['path']}: {t['calls']} call(s), ~{t['input_tokens']:,} in + up to "
+            f"{t['max_output_tokens']:,} out tokens, at most ${t['cost_usd']:.4f}"
+        )
+    for n in plan["not_sent"]:
+        out.print(f"  not sent: {n['path']}: {n['reason']}")
+    tot = plan["total"]
+    out.print(
+        f"estimate: ~{tot['input_tokens']:,} input + up to {tot['max_output_tokens']:,} output "
+        f"tokens, at most ${tot['cost_usd']:.4f} (before prompt caching)"
+    )
 
 
 def cmd_status(repo: str | None, as_json: bool) -> int:
@@ -112,6 +169,19 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
         f"in + {s['spent']['output_tokens']} out tokens, ${s['spent']['cost_usd']:.4f}; "
         f"dropped citations {s['dropped_citations']['count']}"
     )
+    b = s.get("budget") or {}
+    if b.get("daily_tokens") or b.get("daily_usd"):
+        limit = " / ".join(
+            x
+            for x in (
+                f"{b['daily_tokens']:,} tokens" if b["daily_tokens"] else "",
+                f"${b['daily_usd']:.2f}" if b["daily_usd"] else "",
+            )
+            if x
+        )
+        out.print(
+            f"today: {b['today_tokens']:,} tokens, ${b['today_usd']:.4f} (daily limit {limit})"
+        )
     for sk in s["skipped"]:
         out.print(f"  skipped {sk['path']}: {sk['reason']}")
     return 0
@@ -160,6 +230,59 @@ def cmd_gc(repo: str | None, as_json: bool) -> int:
     return 0
 
 
+def cmd_ask(repo: str | None, question: str, budget: int | None, as_json: bool) -> int:
+    result = api.ask(api.open_repo(repo), question, budget)
+    if as_json:
+        _print_json(result)
+        return 0
+    if result["answer"] is not None:
+        out.print(result["answer"])
+    else:
+        err.print(result["message"], markup=False)
+    ctx = result["context"]
+    for item in ctx["items"]:
+        stale = " (stale)" if item["stale"] else ""
+        out.print(f"{item['path']}:{item['start_line']}-{item['end_line']} [{item['kind']}]{stale}")
+        out.print(f"  {item['text']}")
+    err.print(f"{ctx['tokens']}/{ctx['budget']} tokens, {len(ctx['items'])} items")
+    return 0
+
+
+def cmd_mcp(repo: str | None) -> int:
+    from sleepy_repo.mcp_server import serve  # the MCP SDK loads only for this command
+
+    serve(repo)
+    return 0
+
+
+def cmd_hook(
+    repo: str | None, files: list[str], check: bool, all_files: bool, as_json: bool
+) -> int:
+    """``hook pre-commit``: never fails a commit (problems are warnings on stderr), except
+    with ``--check``, which exits 1 when a file's mirror is stale (for CI)."""
+    try:
+        r = api.open_repo(repo)
+        if check:
+            result = api.check_mirrors(r, files, all_files=all_files)
+        else:
+            result = api.pre_commit(r, files, all_files=all_files)
+    except SleepyError as exc:
+        if check:
+            raise
+        err.print(f"sleepy-repo: warning: notes not updated: {exc}", style="yellow", markup=False)
+        return 0
+    if as_json:
+        _print_json(result)
+    for w in result["warnings"]:
+        err.print(f"sleepy-repo: warning: {w}", style="yellow", markup=False)
+    for s in result.get("stale", []):
+        err.print(f"stale notes: {s['path']}: {s['reason']} ({s['mirror']})", markup=False)
+    if check and result["stale"]:
+        err.print("run `sleepy-repo hook pre-commit --all` and commit .sleepy/notes/", markup=False)
+        return 1
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sleepy-repo", description=__doc__.split("\n")[0])
@@ -193,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="only these files (default: all)")
     p.add_argument("--backend", choices=BACKENDS, help="notes backend (default: from config)")
     p.add_argument("--effort", choices=EFFORTS, help="effort level for model backends")
+    p.add_argument(
+        "--budget-tokens",
+        type=int,
+        metavar="N",
+        help="model token budget for this refresh (default: [budget] per_refresh_tokens)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="price the model work (modules, tokens, dollars) without calling the model",
+    )
 
     command("status", "modules, fresh/stale/missing notes, queue, spending")
 
@@ -205,6 +339,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("gc", "drop notes of blobs no longer reachable; compact the store")
 
+    p = command("ask", "answer a question with citations (no model yet: the cited context)")
+    p.add_argument("question")
+    p.add_argument("--budget", type=int, help="token budget (default: from config, 1500)")
+
+    command("mcp", "the MCP server on stdio (stdout carries protocol only)", json_flag=False)
+
+    hooks = sub.add_parser("hook", help="git hook entry points (see .pre-commit-hooks.yaml)")
+    hook_sub = hooks.add_subparsers(dest="hook", required=True, metavar="HOOK")
+    hook_help = "notes and their markdown mirror for staged files (never blocks a commit)"
+    p = hook_sub.add_parser("pre-commit", help=hook_help, description=hook_help)
+    p.add_argument("--repo", help="repository (default: the enclosing git repo of the cwd)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("files", nargs="*", help="staged files (pre-commit passes them)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if a file's mirror in .sleepy/notes/ records other content (for CI)",
+    )
+    p.add_argument("--all", dest="all_files", action="store_true", help="every tracked source file")
+
     from sleepy_repo.bench.commands import register
 
     register(sub.add_parser("bench", help="benchmarks (index speed, localization)"))
@@ -215,11 +369,22 @@ def dispatch(args: argparse.Namespace) -> int:
     c = args.command
     handlers: dict[str, Callable[[], int]] = {
         "init": lambda: cmd_init(args.repo, args.rebuild, args.json),
-        "refresh": lambda: cmd_refresh(args.repo, args.paths, args.backend, args.effort, args.json),
+        "refresh": lambda: cmd_refresh(
+            args.repo,
+            args.paths,
+            args.backend,
+            args.effort,
+            args.json,
+            args.budget_tokens,
+            args.dry_run,
+        ),
         "status": lambda: cmd_status(args.repo, args.json),
         "notes": lambda: cmd_notes(args.repo, args.path, args.json),
         "context": lambda: cmd_context(args.repo, args.question, args.budget, args.json),
         "gc": lambda: cmd_gc(args.repo, args.json),
+        "ask": lambda: cmd_ask(args.repo, args.question, args.budget, args.json),
+        "mcp": lambda: cmd_mcp(args.repo),
+        "hook": lambda: cmd_hook(args.repo, args.files, args.check, args.all_files, args.json),
     }
     if c == "bench":
         from sleepy_repo.bench.commands import dispatch as bench_dispatch

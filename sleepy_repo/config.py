@@ -71,12 +71,80 @@ class StoreConfig:
     path: str = CONFIG_DIR  # relative to the repo root, or absolute
 
 
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "batch")
+# USD per million tokens; ``batch`` multiplies every rate for Message Batches requests.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "claude-opus-4-5": {
+        "input": 5.0,
+        "output": 25.0,
+        "cache_read": 0.5,
+        "cache_write": 6.25,
+        "batch": 0.5,
+    },
+    "claude-sonnet-4-5": {
+        "input": 3.0,
+        "output": 15.0,
+        "cache_read": 0.3,
+        "cache_write": 3.75,
+        "batch": 0.5,
+    },
+    "claude-haiku-4-5": {
+        "input": 1.0,
+        "output": 5.0,
+        "cache_read": 0.1,
+        "cache_write": 1.25,
+        "batch": 0.5,
+    },
+}
+
+
+def _default_prices() -> dict[str, dict[str, float]]:
+    return {m: dict(p) for m, p in DEFAULT_PRICES.items()}
+
+
+@dataclass(frozen=True)
+class AnthropicConfig:
+    """The Anthropic backend. It runs only when chosen (``[notes] backend = "anthropic"`` or
+    ``--backend anthropic``); the key comes from ``ANTHROPIC_API_KEY``."""
+
+    model: str = "claude-sonnet-4-5"  # standard effort ([notes] model overrides every effort)
+    brief_model: str = "claude-haiku-4-5"
+    deep_model: str = ""  # "" = model
+    base_url: str = ""  # "" = $ANTHROPIC_BASE_URL, else the SDK's default
+    max_tokens: int = 2048  # per call (per part of a split module)
+    concurrency: int = 4  # calls in flight at once
+    max_retries: int = 3  # SDK retries of 408/409/429/5xx and connection errors
+    timeout: float = 120.0  # seconds per attempt
+    part_tokens: int = 12_000  # modules estimated above this are split along top-level symbols
+    # Message Batches (half price, results within 24 h) for backlogs of at least this many
+    # modules; 0 = never. A refresh waits up to batch_wait_seconds for the results (polling
+    # every batch_poll_seconds); a batch still running is collected by a later refresh.
+    batch_threshold: int = field(default=100, metadata={"min": 0})
+    batch_poll_seconds: float = 30.0
+    batch_wait_seconds: float = field(default=0.0, metadata={"min": 0})
+    # model -> USD per million tokens (input, output, cache_read, cache_write) and the
+    # batch multiplier; entries here are merged over the built-in table
+    prices: dict[str, dict[str, float]] = field(default_factory=_default_prices)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Model spending limits; 0 = unlimited. Tokens count input, output and cache tokens."""
+
+    daily_tokens: int = field(default=0, metadata={"min": 0})  # since local midnight
+    daily_usd: float = field(default=0.0, metadata={"min": 0})
+    per_refresh_tokens: int = field(default=0, metadata={"min": 0})
+    per_refresh_usd: float = field(default=0.0, metadata={"min": 0})
+
+
 @dataclass(frozen=True)
 class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     notes: NotesConfig = field(default_factory=NotesConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def store_dir(self, root: Path) -> Path:
         p = Path(self.store.path)
@@ -88,19 +156,32 @@ _SECTIONS: dict[str, type] = {
     "notes": NotesConfig,
     "retrieve": RetrieveConfig,
     "store": StoreConfig,
+    "anthropic": AnthropicConfig,
+    "budget": BudgetConfig,
 }
 
 
-def _coerce(source: Path, section: str, key: str, value: Any, default: Any) -> Any:
+def _coerce(
+    source: Path, section: str, key: str, value: Any, default: Any, minimum: int = 1
+) -> Any:
     where = f"{source}: [{section}] {key}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            what = "a positive integer" if minimum > 0 else "an integer >= 0 (0 = unlimited)"
+            raise ConfigError(f"{where} must be {what}, got {value!r}")
         return value
+    if isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or value < 0 or (minimum > 0 and value == 0):
+            what = "a positive number" if minimum > 0 else "a number >= 0 (0 = unlimited)"
+            raise ConfigError(f"{where} must be {what}, got {value!r}")
+        return float(value)
+    if isinstance(default, dict):
+        return _prices(where, value, default)
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings, got {value!r}")
@@ -121,8 +202,36 @@ def _section(source: Path, name: str, cls: type, raw: Any) -> Any:
             raise ConfigError(
                 f"{source}: unknown key [{name}] {key!r}; known keys: {', '.join(sorted(known))}"
             )
-        values[key] = _coerce(source, name, key, value, getattr(defaults, key))
+        minimum = next(f.metadata.get("min", 1) for f in fields(cls) if f.name == key)
+        values[key] = _coerce(source, name, key, value, getattr(defaults, key), minimum)
     return cls(**values)
+
+
+def _prices(where: str, value: Any, default: dict[str, dict[str, float]]) -> Any:
+    """``[anthropic.prices.<model>]`` tables, merged over the built-in prices."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table of models")
+    merged = {m: dict(p) for m, p in default.items()}
+    for model, rates in value.items():
+        if not isinstance(rates, dict):
+            raise ConfigError(f"{where}.{model} must be a table of rates")
+        bad = sorted(set(rates) - set(PRICE_KEYS))
+        if bad:
+            raise ConfigError(
+                f"{where}.{model}: unknown rate {bad[0]!r}; known: {', '.join(PRICE_KEYS)}"
+            )
+        for k, v in rates.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ConfigError(f"{where}.{model}.{k} must be a number >= 0, got {v!r}")
+        entry = merged.get(model, {})
+        entry.update({k: float(v) for k, v in rates.items()})
+        if "input" not in entry or "output" not in entry:
+            raise ConfigError(f"{where}.{model} needs at least `input` and `output` (USD/MTok)")
+        entry.setdefault("cache_read", entry["input"] * 0.1)
+        entry.setdefault("cache_write", entry["input"] * 1.25)
+        entry.setdefault("batch", 0.5)
+        merged[model] = entry
+    return merged
 
 
 def parse_config(text: str, source: Path) -> Config:
@@ -181,6 +290,27 @@ exclude = [{exclude}]
 [retrieve]
 # Default token budget of `context` and `ask`.
 budget = 1500
+
+# The Anthropic backend (used only when [notes] backend = "anthropic"; key: $ANTHROPIC_API_KEY).
+# [anthropic]
+# model = "claude-sonnet-4-5"        # standard effort; brief_model / deep_model for the others
+# brief_model = "claude-haiku-4-5"
+# base_url = ""                      # "" = $ANTHROPIC_BASE_URL or the default endpoint
+# max_tokens = 2048
+# concurrency = 4
+# [anthropic.prices.claude-sonnet-4-5]  # USD per million tokens
+# input = 3.0
+# output = 15.0
+# cache_read = 0.3
+# cache_write = 3.75
+# batch = 0.5
+
+# Model spending limits (0 = unlimited), checked before every call.
+# [budget]
+# daily_tokens = 0
+# daily_usd = 0
+# per_refresh_tokens = 0
+# per_refresh_usd = 0
 """
 
 

@@ -6,12 +6,21 @@
     ├── StoreError              the note store cannot be opened or written
     │   └── StoreCorruptError   index.db is corrupt, foreign or from a newer version
     ├── BudgetError             a model call would exceed the configured budget
-    └── ModelError              a model backend failed or replied with unusable output
+    └── ModelError              a model backend failed for one module
+        ├── ModelUnavailableError   the API stayed unreachable, overloaded or rate-limited
+        │                           after the SDK's retries (the job stays queued)
+        └── ModelOutputError        the model replied, but not with usable notes (the job
+                                    fails; the call was billed and is in the ledger)
+
+A ``ModelError`` carries the ``usage`` of the calls it made before failing, so billed calls
+are recorded even when their notes are not.
 
 ``cli.main`` maps SleepyError to exit code 2, Ctrl-C to 130 and anything else (a bug) to 3.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class SleepyError(Exception):
@@ -39,4 +48,14 @@ class BudgetError(SleepyError):
 
 
 class ModelError(SleepyError):
+    def __init__(self, message: str, *, usage: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.usage = usage  # sleepy_repo.notes.Usage of the calls made before the failure
+
+
+class ModelUnavailableError(ModelError):
+    pass
+
+
+class ModelOutputError(ModelError):
     pass

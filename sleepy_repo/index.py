@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sleepy_repo.config import Config
+from sleepy_repo.notes import source_lines
 from sleepy_repo.parse import ModuleFacts, Symbol, parse_module, resolve_import
 from sleepy_repo.scan import (
     Candidate,
@@ -143,7 +144,7 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
         blob_sha=content.blob_sha,
         text=content.text,
         warning=content.warning,
-        chunks=code_chunks(facts, content.text.splitlines()),
+        chunks=code_chunks(facts, source_lines(content.text)),
     )
 
 

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 
 from sleepy_repo.parse.facts import ModuleFacts, Symbol
+from sleepy_repo.redact import redact_text
 
 KINDS = ("summary", "qa", "fact", "symbol", "code")
 MODULE = "<module>"  # pseudo-symbol: the module header (doc comment + imports)
@@ -38,10 +39,34 @@ class DraftItem:
     extra: tuple[Citation, ...] = ()  # already-grounded citations into other modules
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one model call cost, as the API reported it (``usage``) and priced."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    batch: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Every token the call processed: what token budgets count."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+
 @dataclass
 class NoteDraft:
     items: list[DraftItem]
     generated: bool  # written by a model (vs derived from facts)
+    usage: tuple[Usage, ...] = ()  # one entry per model call that wrote the draft
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,16 @@ class ModuleNotes:
     key: NoteKey
     items: list[NoteItem] = field(default_factory=list)
     dropped_citations: int = 0  # cited symbols that did not exist in the parse
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of a source file as the parser numbers them: split at ``\\n`` only
+    (``str.splitlines`` also splits at form feeds, ``\\x1c``-``\\x1e``, ``\\x85`` and
+    ``\\u2028``, which would shift every chunk after such a character)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def span_sha(lines: list[str], start: int, end: int) -> str:
@@ -122,7 +157,10 @@ class Grounder:
 
 
 def ground(draft: NoteDraft, facts: ModuleFacts, lines: list[str], key: NoteKey) -> ModuleNotes:
-    """Turn a draft into stored items; drop unknown citations, and items left with none."""
+    """Turn a draft into stored items; drop unknown citations, and items left with none.
+
+    Item text is redacted (``sleepy_repo.redact``): a secret quoted in a docstring or a
+    signature never ends up in a note, whoever wrote it."""
     notes = ModuleNotes(key=key)
     grounder = Grounder(facts, lines)
     for d in draft.items:
@@ -140,8 +178,8 @@ def ground(draft: NoteDraft, facts: ModuleFacts, lines: list[str], key: NoteKey)
         notes.items.append(
             NoteItem(
                 kind=d.kind,
-                text=d.text,
-                question=d.question,
+                text=redact_text(d.text),
+                question=redact_text(d.question) if d.question else d.question,
                 symbol=symbol,
                 start_line=primary.start_line,
                 end_line=primary.end_line,

@@ -207,6 +207,10 @@ def scan(root: Path, is_git: bool, config: ScanConfig) -> ScanResult:
         if "\n" in path or "\r" in path:
             result.skipped.append(Skipped(path, "file name contains a newline"))
             continue
+        if not _is_utf8(path):  # undecodable bytes (surrogate-escaped): SQLite cannot store it
+            shown = os.fsencode(path).decode("utf-8", "replace")
+            result.skipped.append(Skipped(shown, "file name is not valid UTF-8"))
+            continue
         try:
             st = os.lstat(root / path)
         except FileNotFoundError:
@@ -233,6 +237,14 @@ def scan(root: Path, is_git: bool, config: ScanConfig) -> ScanResult:
             continue
         result.candidates.append(Candidate(path, lang, st.st_size, st.st_mtime_ns))
     return result
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _symlink_reason(root: Path, path: str) -> str:

@@ -5,23 +5,55 @@ forth costs nothing), else ask the backend for a draft, ground its citations in 
 and store it. When a module's content changed, notes of its previous blob are carried over
 item by item: items whose cited spans are unchanged stay fresh, the others are served as
 stale until re-noted.
+
+A model backend's to-do list goes through ``sleepy_repo.jobs``: queued in the store, run
+under the budget with bounded concurrency, with the usage of every call in the ledger.
+Deny-listed files (``[scan] deny``) are never handed to a model backend. ``plan_notes``
+prices the same to-do list without calling anything (``refresh --dry-run``).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import sqlite3
+import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from sleepy_repo.index import Changed
-from sleepy_repo.models.base import Backend, Caller, NoteRequest
-from sleepy_repo.notes import Citation, ModuleNotes, NoteKey, carry_over, ground, span_sha
+from sleepy_repo.budget import Budget
+from sleepy_repo.config import DEFAULT_DENY, BudgetConfig
+from sleepy_repo.index import Changed, _go_module
+from sleepy_repo.jobs import (
+    BatchBackend,
+    Job,
+    JobsReport,
+    collect_batches,
+    pending_batches,
+    run_jobs,
+    submit_batch,
+)
+from sleepy_repo.models.base import Backend, Caller, Estimate, NoteRequest, Previous
+from sleepy_repo.notes import (
+    Citation,
+    ModuleNotes,
+    NoteKey,
+    Usage,
+    carry_over,
+    ground,
+    source_lines,
+    span_sha,
+)
+from sleepy_repo.parse import parse_module, resolve_import
 from sleepy_repo.parse.facts import ModuleFacts
+from sleepy_repo.redact import DenyList
 from sleepy_repo.scan import blob_sha
 from sleepy_repo.store import NoteStore
+from sleepy_repo.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +61,9 @@ MAX_CALLERS = 6
 # callers are matched by name, so only within languages that can call each other
 LANGUAGE_FAMILIES: tuple[tuple[str, ...], ...] = (("javascript", "typescript", "tsx"),)
 STATIC_EFFORT = "-"  # static notes have no effort level
+OVERVIEW_MODULES = 150  # modules listed in the repo overview (most imported first)
+OVERVIEW_README_LINES = 60
+RETHINK_MAX_SHARE = 0.6  # rethink only when the diff is well below the module's size
 
 Progress = Callable[[int, int], None]
 
@@ -41,6 +76,12 @@ class SleepReport:
     carried: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     dropped_citations: int = 0
+    # model backends only:
+    queued: int = 0  # modules left in the job queue (budget, outage)
+    batched: int = 0  # modules in Message Batches still pending
+    stopped: str | None = None  # why model work stopped early
+    not_sent: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    usage: list[Usage] = field(default_factory=list)  # every call made
 
 
 def note_key(backend: Backend, path: str, blob: str, effort: str) -> NoteKey:
@@ -91,7 +132,7 @@ def _read_lines(root: Path, path: str, expected_blob: str) -> list[str] | None:
         return None
     if blob_sha(data) != expected_blob:
         return None
-    return data.decode("utf-8", "replace").splitlines()
+    return source_lines(data.decode("utf-8", "replace"))
 
 
 def _fill_caller_hashes(
@@ -115,11 +156,15 @@ def write_notes(
     force: Iterable[str] = (),
     changed: Iterable[Changed] = (),
     progress: Progress | None = None,
+    budget: Budget | None = None,
+    deny: Iterable[str] | None = None,
 ) -> SleepReport:
     """Write missing notes for ``paths`` (all indexed modules by default).
 
     ``force`` re-notes modules even when notes for their blob exist (their graph context
-    changed). ``changed`` lists modules whose content changed, for carry-over.
+    changed). ``changed`` lists modules whose content changed, for carry-over. A model
+    backend runs under ``budget`` (default: unlimited) and never sees ``deny``-listed files
+    (default: ``[scan] deny``'s defaults).
     """
     report = SleepReport(backend=backend.name)
     force = set(force)
@@ -144,9 +189,15 @@ def write_notes(
     @lru_cache(maxsize=512)
     def lines_of(path: str) -> list[str]:
         try:
-            return (root / path).read_text("utf-8", "replace").splitlines()
+            return source_lines((root / path).read_bytes().decode("utf-8", "replace"))
         except OSError:
             return []
+
+    if backend.generated:
+        _write_model_notes(
+            root, store, backend, todo, effort, lines_of, report, budget, deny, progress
+        )
+        return report
 
     batch: list[ModuleNotes] = []
     with store.read() as conn:
@@ -196,6 +247,24 @@ def _note_one(
     effort: str,
     lines_of: Callable[[str], list[str]],
 ) -> ModuleNotes | None:
+    request = _request(root, conn, path, blob, effort, lines_of)
+    if request is None:
+        return None
+    draft = backend.write_notes(request)
+    return ground(draft, request.facts, request.lines, note_key(backend, path, blob, effort))
+
+
+def _request(
+    root: Path,
+    conn: sqlite3.Connection,
+    path: str,
+    blob: str,
+    effort: str,
+    lines_of: Callable[[str], list[str]],
+    overview: str = "",
+    attempt: int = 1,
+) -> NoteRequest | None:
+    """What a backend needs to note one module; None if it changed since it was indexed."""
     lines = _read_lines(root, path, blob)
     if lines is None:
         log.info("%s changed since it was indexed; its notes wait for the next refresh", path)
@@ -212,16 +281,261 @@ def _note_one(
     ]
     callers = _callers(conn, facts)
     _fill_caller_hashes(callers, lines_of)
-    request = NoteRequest(
+    return NoteRequest(
         facts=facts,
         lines=lines,
         imports=imports,
         imported_by=imported_by,
         callers=callers,
         effort=effort,
+        overview=overview,
+        attempt=attempt,
     )
-    draft = backend.write_notes(request)
-    return ground(draft, facts, lines, note_key(backend, path, blob, effort))
+
+
+def repo_overview(root: Path, conn: sqlite3.Connection, deny: DenyList) -> str:
+    """The repo-level prefix every model call shares (so it is cached): languages, the most
+    imported modules with their first doc line, and the head of the README. Deterministic,
+    so it stays byte-identical across the calls of a run."""
+    langs = conn.execute(
+        "SELECT lang, count(*) FROM modules WHERE status = 'indexed' GROUP BY lang "
+        "ORDER BY count(*) DESC, lang"
+    ).fetchall()
+    top = conn.execute(
+        "SELECT m.path, m.facts_json, (SELECT count(*) FROM edges e WHERE e.dst = m.path) AS n "
+        "FROM modules m WHERE m.status = 'indexed' ORDER BY n DESC, m.path LIMIT ?",
+        (OVERVIEW_MODULES,),
+    ).fetchall()
+    total = sum(n for _, n in langs)
+    out = [
+        f"Repository: {root.name} ({total} modules: "
+        + ", ".join(f"{n} {lang}" for lang, n in langs)
+        + ")",
+        "Most imported modules (path, imported by N modules: first line of its doc):",
+    ]
+    for path, facts_json, n in top:
+        doc = ""
+        if facts_json and not deny.denied(path):
+            doc = ModuleFacts.from_dict(json.loads(facts_json)).doc.strip().split("\n")[0]
+        out.append(f"- {path} ({n})" + (f": {doc[:160]}" if doc else ""))
+    for name in ("README.md", "README.rst", "README.txt", "README"):
+        readme = root / name
+        if readme.is_file() and not deny.denied(name):
+            try:
+                head = readme.read_text("utf-8", "replace").splitlines()[:OVERVIEW_README_LINES]
+            except OSError:
+                break
+            out += ["", f"{name} (first {len(head)} lines):", *head]
+            break
+    return "\n".join(out)
+
+
+def _previous(
+    root: Path, conn: sqlite3.Connection, store: NoteStore, key: NoteKey, lines: list[str]
+) -> Previous | None:
+    """For a rethink: the notes carried over to this blob from the module's previous
+    version, and the diff since. None (a full rewrite) when there is nothing to rethink,
+    the previous content is not in git, or the diff is not much smaller than the module."""
+    carried = store.load_items(conn, key)
+    if not carried:
+        return None
+    row = conn.execute(
+        "SELECT blob_sha FROM notes WHERE path = ? AND backend = ? AND model = ? AND effort = ? "
+        "AND prompt_version = ? AND origin = 'written' AND blob_sha != ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        (key.path, key.backend, key.model, key.effort, key.prompt_version, key.blob_sha),
+    ).fetchone()
+    if row is None:
+        return None
+    proc = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "blob", row[0]], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        return None
+    old = source_lines(proc.stdout.decode("utf-8", "replace"))
+    diff = "\n".join(
+        difflib.unified_diff(old, lines, f"a/{key.path}", f"b/{key.path}", lineterm="", n=3)
+    )
+    if not diff or count_tokens(diff) > RETHINK_MAX_SHARE * count_tokens("\n".join(lines)):
+        return None
+    return Previous(items=carried, diff=diff)
+
+
+def _model_todo(todo: list[tuple[str, str]], deny: DenyList, report: SleepReport) -> list[Job]:
+    jobs = []
+    for path, blob in todo:
+        if deny.denied(path):
+            report.not_sent.append((path, "deny-listed ([scan] deny): never sent to a model"))
+        else:
+            jobs.append(Job(path, blob))
+    return jobs
+
+
+def _write_model_notes(
+    root: Path,
+    store: NoteStore,
+    backend: Backend,
+    todo: list[tuple[str, str]],
+    effort: str,
+    lines_of: Callable[[str], list[str]],
+    report: SleepReport,
+    budget: Budget | None,
+    deny_globs: Iterable[str] | None,
+    progress: Progress | None,
+) -> None:
+    deny = DenyList(DEFAULT_DENY if deny_globs is None else deny_globs)
+    jobs = _model_todo(todo, deny, report)
+    if not jobs:
+        return
+    with store.read() as conn:
+        overview = repo_overview(root, conn, deny)
+
+    def make_request(job: Job) -> NoteRequest | None:
+        with store.read() as conn:
+            request = _request(
+                root, conn, job.path, job.blob, effort, lines_of, overview, job.attempt
+            )
+            if request is not None and job.attempt == 1:
+                key = note_key(backend, job.path, job.blob, effort)
+                request.previous = _previous(root, conn, store, key, request.lines)
+            return request
+
+    def key_of(path: str, blob: str) -> NoteKey:
+        return note_key(backend, path, blob, effort)
+
+    budget = budget or Budget(store, BudgetConfig())
+    batched = JobsReport()
+    if isinstance(backend, BatchBackend):
+        jobs = _batches(store, backend, jobs, effort, make_request, key_of, budget, batched)
+    result = run_jobs(
+        store,
+        backend,
+        jobs,
+        make_request=make_request,
+        key_of=key_of,
+        budget=budget,
+        progress=progress,
+    )
+    for r in (batched, result):
+        report.written += r.written
+        report.failed.extend(r.failed)
+        report.dropped_citations += r.dropped_citations
+        report.usage.extend(r.usage)
+    report.queued = result.queued
+    report.stopped = result.stopped
+    with store.read() as conn:
+        report.batched = conn.execute(
+            "SELECT count(*) FROM jobs WHERE backend = ? AND status = 'batched'",
+            (backend.name,),
+        ).fetchone()[0]
+
+
+def _batches(
+    store: NoteStore,
+    backend: BatchBackend,
+    jobs: list[Job],
+    effort: str,
+    make_request: Callable[[Job], NoteRequest | None],
+    key_of: Callable[[str, str], NoteKey],
+    budget: Budget,
+    report: JobsReport,
+) -> list[Job]:
+    """Collect ended Message Batches; send a backlog as a new batch (waiting up to
+    ``batch_wait_seconds`` for it). The jobs left to run one by one."""
+
+    def collect() -> list[str]:
+        return collect_batches(
+            store,
+            backend,
+            effort=effort,
+            make_request=make_request,
+            key_of=key_of,
+            budget=budget,
+            report=report,
+        )
+
+    collect()
+    in_flight = set().union(*pending_batches(store, backend.name).values())
+    with store.read() as conn:  # minus what was in flight, and what collecting just stored
+        jobs = [
+            j
+            for j in jobs
+            if (j.path, j.blob) not in in_flight
+            and not store.has_notes(conn, key_of(j.path, j.blob), written_only=True)
+        ]
+    if not backend.batch_threshold or len(jobs) < backend.batch_threshold:
+        return jobs
+    batch_id = submit_batch(
+        store,
+        backend,
+        jobs,
+        effort=effort,
+        make_request=make_request,
+        budget=budget,
+        report=report,
+    )
+    if batch_id is None:
+        return jobs
+    deadline = time.monotonic() + backend.batch_wait_seconds
+    while batch_id in collect() and time.monotonic() < deadline:
+        time.sleep(max(0.01, backend.batch_poll_seconds))
+    return []
+
+
+@dataclass
+class Plan:
+    """What ``write_notes`` would do with a model backend, priced, without calling it."""
+
+    backend: str
+    model: str
+    effort: str
+    todo: list[tuple[str, Estimate]] = field(default_factory=list)
+    reused: int = 0
+    not_sent: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan_notes(
+    root: Path,
+    store: NoteStore,
+    backend: Backend,
+    *,
+    effort: str,
+    paths: Iterable[str] | None = None,
+    deny: Iterable[str] | None = None,
+) -> Plan:
+    """Price the modules ``write_notes`` would send to ``backend`` (no call is made)."""
+    plan = Plan(backend=backend.name, model=backend.model, effort=effort)
+    wanted = set(paths) if paths is not None else None
+    denylist = DenyList(DEFAULT_DENY if deny is None else deny)
+    with store.read() as conn:
+        rows = conn.execute(
+            "SELECT path, blob_sha FROM modules WHERE status = 'indexed' ORDER BY path"
+        ).fetchall()
+        todo = []
+        for path, blob in rows:
+            if wanted is not None and path not in wanted:
+                continue
+            if store.has_notes(conn, note_key(backend, path, blob, effort), written_only=True):
+                plan.reused += 1
+            else:
+                todo.append((path, blob))
+        report = SleepReport(backend=backend.name)
+        jobs = _model_todo(todo, denylist, report) if backend.generated else []
+        plan.not_sent = report.not_sent
+        overview = repo_overview(root, conn, denylist) if jobs else ""
+
+        @lru_cache(maxsize=512)
+        def lines_of(path: str) -> list[str]:
+            try:
+                return source_lines((root / path).read_bytes().decode("utf-8", "replace"))
+            except OSError:
+                return []
+
+        for job in jobs:
+            request = _request(root, conn, job.path, job.blob, effort, lines_of, overview)
+            if request is not None:
+                plan.todo.append((job.path, backend.estimate(request)))
+    return plan
 
 
 def _carry(root: Path, store: NoteStore, changed: list[Changed], report: SleepReport) -> None:
@@ -250,3 +564,65 @@ def _carry(root: Path, store: NoteStore, changed: list[Changed], report: SleepRe
                 items = carry_over(store.load_items(conn, old), facts, lines)
                 store.put_notes(conn, ModuleNotes(key=new_key, items=items), origin="carried")
                 report.carried += 1
+
+
+def note_blob(
+    root: Path,
+    store: NoteStore,
+    path: str,
+    lang: str,
+    data: bytes,
+    backend: Backend,
+    effort: str,
+    *,
+    paths: frozenset[str] | None = None,
+) -> ModuleNotes:
+    """Write notes for the blob of ``data`` at ``path``, which need not be in the index (the
+    pre-commit hook notes the *staged* content, which may differ from the work tree).
+
+    The graph context (imports, importers, callers) comes from the store; imports are
+    resolved against ``paths`` (default: the indexed modules).
+    """
+    blob = blob_sha(data)
+    facts = parse_module(path, data, lang)
+    lines = source_lines(data.decode("utf-8", "replace"))
+    with store.read() as conn:
+        known = paths
+        if known is None:
+            known = frozenset(
+                r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")
+            )
+        go_module = _go_module(root)
+        imports = sorted(
+            {
+                d
+                for imp in facts.imports
+                for d in resolve_import(path, lang, imp, known | {path}, go_module)
+                if d != path
+            }
+        )
+        imported_by = [
+            r[0] for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (path,))
+        ]
+        callers = _callers(conn, facts)
+
+    def lines_of(other: str) -> list[str]:
+        try:
+            return source_lines((root / other).read_bytes().decode("utf-8", "replace"))
+        except OSError:
+            return []
+
+    _fill_caller_hashes(callers, lines_of)
+    request = NoteRequest(
+        facts=facts,
+        lines=lines,
+        imports=imports,
+        imported_by=imported_by,
+        callers=callers,
+        effort=effort,
+    )
+    notes = ground(
+        backend.write_notes(request), facts, lines, note_key(backend, path, blob, effort)
+    )
+    _store_batch(store, [notes], backend)
+    return notes

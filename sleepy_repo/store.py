@@ -8,9 +8,11 @@ file and atomically renamed into place, so a half-created store never exists.
 
 Tables: ``meta``, ``modules`` (the scanned state of every path), ``symbols``, ``edges``
 (import graph), ``chunks`` (raw code), ``notes`` + ``note_items`` (keyed by
-``(path, blob_sha, prompt_version, backend, model, effort)``), ``jobs``, ``ledger``
-and ``hits``. FTS5 tables index note items, code chunks and whole files; triggers keep
-them consistent with their rows inside the same transaction.
+``(path, blob_sha, prompt_version, backend, model, effort)``), ``jobs`` (model work still
+to do), ``ledger`` (every model call), ``reservations`` (budget held by calls in flight),
+``batches`` (pending Message Batches) and ``hits``. FTS5 tables index note items, code
+chunks and whole files; triggers keep them consistent with their rows inside the same
+transaction.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
 BUSY_TIMEOUT_MS = 30_000
 
@@ -129,7 +131,22 @@ END;
 """
 
 # version -> statements that bring a store from version-1 to version
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # model spending: budget reservations of calls in flight (any process), pending
+    # Message Batches (they outlive the process that sent them), and a ledger detail column
+    2: """CREATE TABLE reservations(
+  id INTEGER PRIMARY KEY, ts REAL NOT NULL, expires REAL NOT NULL, owner TEXT NOT NULL,
+  tokens INTEGER NOT NULL, cost_usd REAL NOT NULL
+);
+CREATE TABLE batches(
+  id TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL, effort TEXT NOT NULL,
+  status TEXT NOT NULL, requests_json TEXT NOT NULL, reservation_id INTEGER,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX ledger_ts ON ledger(ts);
+ALTER TABLE ledger ADD COLUMN detail TEXT
+""",
+}
 
 
 @dataclass(frozen=True)
@@ -182,10 +199,17 @@ class NoteStore:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.commit()
-            if self.path.exists():  # another process won the race; keep theirs
+            # link, not replace: a process that lost the race must never swap the file
+            # under one that already opened (and wrote to) the winner's store
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:  # another process won the race; keep theirs
                 return
-            os.replace(tmp, self.path)
-            tmp = ""
+            except OSError:  # no hard links on this file system
+                if self.path.exists():
+                    return
+                os.replace(tmp, self.path)
+                tmp = ""
         finally:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
@@ -210,6 +234,8 @@ class NoteStore:
                     )
                 if version < SCHEMA_VERSION:
                     conn.execute("BEGIN IMMEDIATE")
+                    # another process may have migrated while this one waited for the lock
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
                     for v in range(version + 1, SCHEMA_VERSION + 1):
                         log.info("migrating %s to schema version %d", self.path, v)
                         for stmt in MIGRATIONS[v].split(";\n"):
@@ -539,10 +565,12 @@ class NoteStore:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
         cost_usd: float = 0.0,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         conn.execute(
             "INSERT INTO ledger(ts, backend, model, path, reason, input_tokens, output_tokens, "
-            "cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "cache_read_tokens, cache_write_tokens, cost_usd, detail) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 time.time(),
                 backend,
@@ -554,6 +582,7 @@ class NoteStore:
                 cache_read_tokens,
                 cache_write_tokens,
                 cost_usd,
+                json.dumps(detail) if detail else None,
             ),
         )
 

@@ -1,36 +1,62 @@
-"""Model backends, registered in one dict. Model-based backends arrive with later work."""
+"""Model backends, registered in one dict: name -> factory(config, effort).
+
+The Anthropic backend (and its SDK) is imported only when it is chosen, so the CLI starts
+fast and a key in the environment never switches it on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from sleepy_repo.config import Config
 from sleepy_repo.errors import ConfigError
-from sleepy_repo.models.base import Backend, Caller, NoteRequest
+from sleepy_repo.models.base import Backend, Caller, Estimate, NoteRequest
 from sleepy_repo.models.fake import FakeBackend
 from sleepy_repo.models.static import StaticBackend
 
-BACKENDS: dict[str, Callable[[], Backend]] = {
-    "static": StaticBackend,
-    "fake": FakeBackend,
+
+def _anthropic(config: Config, effort: str) -> Backend:
+    from sleepy_repo.models.anthropic import AnthropicBackend
+
+    return AnthropicBackend(config, effort)
+
+
+BACKENDS: dict[str, Callable[[Config, str], Backend]] = {
+    "static": lambda config, effort: StaticBackend(),
+    "fake": lambda config, effort: FakeBackend(),
+    "anthropic": _anthropic,
 }
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, config: Config | None = None, effort: str | None = None) -> Backend:
+    """The backend ``name``, set up from ``config`` (default: the defaults) for ``effort``
+    (default: ``[notes] effort``). No call is made and no key is needed to build one."""
     try:
         factory = BACKENDS[name]
     except KeyError:
         raise ConfigError(
             f"backend {name!r} is not available; available: {', '.join(BACKENDS)}"
         ) from None
-    return factory()
+    config = config or Config()
+    return factory(config, effort or config.notes.effort)
+
+
+def ready(backend: Backend) -> None:
+    """Raise ``ConfigError`` if ``backend`` cannot make calls (a model backend without its
+    key); nothing for backends without a model."""
+    check = getattr(backend, "ready", None)
+    if check is not None:
+        check()
 
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "Caller",
+    "Estimate",
     "FakeBackend",
     "NoteRequest",
     "StaticBackend",
     "get_backend",
+    "ready",
 ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sleepy_repo.models.base import NoteRequest
+from sleepy_repo.models.base import Estimate, NoteRequest
 from sleepy_repo.models.static import first_sentence
 from sleepy_repo.notes import MODULE, DraftItem, NoteDraft
+from sleepy_repo.tokens import count_tokens
 
 
 class FakeBackend:
@@ -19,10 +20,20 @@ class FakeBackend:
     model = "fake-1"
     prompt_version = "fake-1"
     generated = True
+    concurrency = 1  # a scripted handler need not be thread-safe
+    max_tokens = 256
 
     def __init__(self, handler: Callable[[NoteRequest], NoteDraft] | None = None) -> None:
         self.handler = handler
         self.calls = 0
+
+    def estimate(self, request: NoteRequest) -> Estimate:
+        """Like a model's: the module's text in, ``max_tokens`` out; it costs nothing."""
+        return Estimate(
+            input_tokens=count_tokens("\n".join(request.lines)),
+            output_tokens=self.max_tokens,
+            calls=1,
+        )
 
     def write_notes(self, request: NoteRequest) -> NoteDraft:
         self.calls += 1

@@ -7,7 +7,7 @@ Every item cites the symbols (or the module header) it speaks about.
 
 from __future__ import annotations
 
-from sleepy_repo.models.base import NoteRequest
+from sleepy_repo.models.base import Estimate, NoteRequest
 from sleepy_repo.notes import MODULE, DraftItem, NoteDraft
 from sleepy_repo.parse.facts import Symbol
 
@@ -36,6 +36,10 @@ class StaticBackend:
     model = ""
     prompt_version = "static-2"  # bump when the note text changes
     generated = False
+    concurrency = 1
+
+    def estimate(self, request: NoteRequest) -> Estimate:
+        return Estimate()
 
     def write_notes(self, request: NoteRequest) -> NoteDraft:
         facts = request.facts

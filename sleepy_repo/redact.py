@@ -1,0 +1,159 @@
+"""What may be sent to a model, and secret-looking strings removed before it is.
+
+Two checks, both applied by every model backend before a request is built:
+
+* ``denied(path, globs)``: files that are never sent, whatever they contain. The deny list is
+  ``[scan] deny`` (gitignore-style globs: ``.env*``, ``*.pem``, ``*.key``, ``id_*``,
+  credentials files ...). Gitignored, binary and oversized files never reach a backend at
+  all: the scanner skips them (``unsendable`` re-checks the last two on the bytes).
+* ``redact(text)``: secret-looking strings are replaced by ``[REDACTED:<kind>]``: PEM private
+  keys, AWS access keys, GitHub / Slack / Anthropic / OpenAI / Google / Stripe tokens, JWTs,
+  and high-entropy values assigned to names like ``*key``, ``*secret``, ``*token``,
+  ``*password``. Redaction is deliberately eager: a false positive costs the model one value,
+  a false negative leaks a credential.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pathspec
+
+MARK = "[REDACTED:{kind}]"
+
+# (kind, pattern); applied in order, so specific token formats win over generic rules.
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "private-key",
+        re.compile(
+            r"-----BEGIN[ A-Z0-9]*PRIVATE KEY( BLOCK)?-----"
+            r"(?:.*?-----END[ A-Z0-9]*PRIVATE KEY( BLOCK)?-----|(?:\r?\n[ \t]*[A-Za-z0-9+/=]+)*)",
+            re.DOTALL,
+        ),
+    ),
+    ("aws-access-key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[A-Z0-9]{16}")),
+    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")),
+    ("slack-token", re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}")),
+    (
+        "slack-webhook",
+        re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]+"),
+    ),
+    ("anthropic-key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}")),
+    ("openai-key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")),
+    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),
+    ("stripe-key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}")),
+    (
+        "jwt",
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    ),
+    (
+        "url-credentials",
+        re.compile(r"(?<=://)[^/\s:@'\"]+:[^/\s@'\"]{6,}(?=@)"),
+    ),
+)
+
+# NAME = value, NAME: value, "NAME": "value", NAME => value, where NAME looks secret.
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:key|secret|token|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*"
+)
+_ASSIGNMENT = re.compile(
+    r"(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"]?)"
+    r"(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"  # a type annotation: `API_KEY: str = ...`
+    r"\s*(?::=|=>|[:=])\s*"
+    r"(?:(?P<quote>['\"])(?P<quoted>[^'\"\n]{6,})(?P=quote)|(?P<bare>[^\s'\",;)}\]]{8,}))",
+    re.IGNORECASE,
+)
+_PASSWORDISH = re.compile(r"passw(?:or)?d|pwd|secret", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"^(?:\$\{?[A-Za-z_]|<[^>]+>$|\{\{|%\(|\[REDACTED:)")
+# a value that is code, not data: a call, an attribute path, an environment lookup
+_CODE_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\[|$)")
+
+
+def entropy(value: str) -> float:
+    """Shannon entropy of ``value`` in bits per character."""
+    if not value:
+        return 0.0
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _char_classes(value: str) -> int:
+    return sum(
+        1 for test in (str.islower, str.isupper, str.isdigit) if any(test(ch) for ch in value)
+    ) + (1 if any(not ch.isalnum() for ch in value) else 0)
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether ``value``, assigned to the secret-looking ``name``, looks like a real secret."""
+    if _PLACEHOLDER.match(value) or " " in value.strip():
+        return False
+    if _PASSWORDISH.search(name) and len(value) >= 8 and _char_classes(value) >= 2:
+        return not _CODE_VALUE.match(value) or any(ch.isdigit() for ch in value)
+    if len(value) < 16:
+        return False
+    if _CODE_VALUE.match(value) and not any(ch.isdigit() for ch in value):
+        return False
+    return entropy(value) >= 3.5 and _char_classes(value) >= 2
+
+
+@dataclass
+class Redaction:
+    text: str
+    counts: Counter[str] = field(default_factory=Counter)  # kind -> values redacted
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def redact(text: str) -> Redaction:
+    """``text`` with every secret-looking string replaced by ``[REDACTED:<kind>]``."""
+    counts: Counter[str] = Counter()
+    for kind, pattern in _PATTERNS:
+
+        def sub(m: re.Match[str], kind: str = kind) -> str:
+            counts[kind] += 1  # keep the line count, so line numbers stay valid
+            return MARK.format(kind=kind) + "\n" * m.group(0).count("\n")
+
+        text = pattern.sub(sub, text)
+
+    def assignment(m: re.Match[str]) -> str:
+        value = m.group("quoted") if m.group("quoted") is not None else m.group("bare")
+        if not looks_secret(m.group("name"), value):
+            return m.group(0)
+        counts["secret-assignment"] += 1
+        start, end = m.span("quoted") if m.group("quoted") is not None else m.span("bare")
+        base = m.start()
+        return m.group(0)[: start - base] + MARK.format(kind="secret") + m.group(0)[end - base :]
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    return Redaction(text, counts)
+
+
+def redact_text(text: str) -> str:
+    return redact(text).text
+
+
+class DenyList:
+    """The ``[scan] deny`` globs (gitignore-style), matched against repo-relative paths."""
+
+    def __init__(self, globs: Iterable[str]) -> None:
+        self.globs = tuple(globs)
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.globs)
+
+    def denied(self, path: str) -> bool:
+        return bool(self.globs) and self._spec.match_file(path)
+
+
+def unsendable(data: bytes, max_bytes: int) -> str | None:
+    """Why these bytes must not be sent (binary, oversized), or None."""
+    if len(data) > max_bytes:
+        return f"over the size limit ({len(data):,} bytes > {max_bytes:,})"
+    if b"\0" in data[:8192]:
+        return "binary file (NUL bytes)"
+    return None

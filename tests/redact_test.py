@@ -1,0 +1,118 @@
+"""Secret-looking strings never reach a model; ordinary code passes through untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from sleepy_repo.config import DEFAULT_DENY
+from sleepy_repo.redact import DenyList, entropy, redact, unsendable
+
+SECRETS = [
+    (
+        "private-key",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx1y\nab==\n-----END RSA PRIVATE KEY-----",
+    ),
+    ("private-key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"),
+    ("aws-access-key", "AKIAQWERTYUIOPASDFGH"),
+    ("aws-access-key", "ASIAZXCVBNMQWERTYUIO"),
+    ("github-token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("github-token", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"),
+    ("slack-token", "xoxb-1234567890-abcdefghijkl"),
+    ("anthropic-key", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345"),
+    ("openai-key", "sk-proj-abcdefghijklmnopqrstuvwxyz0123"),
+    ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9"),
+]
+
+
+@pytest.mark.parametrize(("kind", "secret"), SECRETS)
+def test_known_token_formats_are_redacted(kind: str, secret: str) -> None:
+    text = f'def connect():\n    value = "{secret}"\n    return value\n'
+    r = redact(text)
+    assert secret not in r.text
+    assert f"[REDACTED:{kind}]" in r.text
+    assert "def connect():" in r.text and "return value" in r.text
+    assert r.counts[kind] == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
+        "DB_PASSWORD=Sup3rS3cret!",
+        'password = "hunter2hunter2"',
+        '"api_key": "a8f5f167f44f4964e6c998dee827110c",',
+        'API_TOKEN: str = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA"',
+        "client_secret => 'q8Xv2LmN4pR7sT9wY1zB3cD5'",
+    ],
+)
+def test_high_entropy_values_of_secret_names_are_redacted(line: str) -> None:
+    r = redact(line)
+    assert "[REDACTED:secret]" in r.text, r.text
+    assert r.counts["secret-assignment"] == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'sort_key = "created_at"',
+        'key = "user_id"',
+        "secret_key = settings.SECRET_KEY",
+        'token = os.environ["GITHUB_TOKEN"]',
+        'api_key: str = ""',
+        'TOKEN_TYPE = "bearer_token_type"',
+        'password_hint = "ask the admin for it"',
+        'api_key = "${ANTHROPIC_API_KEY}"',
+        "def rotate_key(key: bytes, token_ttl: int = 3600) -> bytes:",
+        "monkey_patch = install_handlers(registry)",
+    ],
+)
+def test_ordinary_code_is_left_alone(line: str) -> None:
+    assert redact(line).text == line
+
+
+def test_url_credentials_keep_the_host() -> None:
+    r = redact('DSN = "postgres://admin:hunter22pass@db.example.com/shop"')
+    assert "hunter22pass" not in r.text
+    assert "db.example.com/shop" in r.text
+
+
+def test_redaction_is_idempotent() -> None:
+    once = redact('password = "hunter2hunter2"\nk = "AKIAQWERTYUIOPASDFGH"').text
+    assert redact(once).text == once
+
+
+def test_entropy() -> None:
+    assert entropy("") == 0
+    assert entropy("aaaa") == 0
+    assert entropy("abcd") == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "denied"),
+    [
+        (".env", True),
+        (".env.production", True),
+        ("config/.env.local", True),
+        ("certs/server.pem", True),
+        ("deploy/site.key", True),
+        ("home/id_rsa", True),
+        ("home/id_ed25519.pub", True),
+        ("shop/credentials.py", True),
+        ("shop/aws_credentials.json", True),
+        ("shop/cart.py", False),
+        ("shop/keys.py", False),
+        ("src/environment.ts", False),
+    ],
+)
+def test_default_deny_list(path: str, denied: bool) -> None:
+    assert DenyList(DEFAULT_DENY).denied(path) is denied
+
+
+def test_empty_deny_list_denies_nothing() -> None:
+    assert not DenyList(()).denied(".env")
+
+
+def test_unsendable() -> None:
+    assert unsendable(b"print(1)\n", 100) is None
+    assert "size limit" in (unsendable(b"x" * 101, 100) or "")
+    assert "binary" in (unsendable(b"\x7fELF\0\0", 100) or "")
