@@ -135,6 +135,20 @@ def _read_lines(root: Path, path: str, expected_blob: str) -> list[str] | None:
     return source_lines(data.decode("utf-8", "replace"))
 
 
+def work_tree_lines(root: Path) -> Callable[[str], list[str]]:
+    """A cached reader of work-tree files as source lines (``[]`` for an unreadable one),
+    for hashing spans cited in other modules."""
+
+    @lru_cache(maxsize=512)
+    def lines_of(path: str) -> list[str]:
+        try:
+            return source_lines((root / path).read_bytes().decode("utf-8", "replace"))
+        except OSError:
+            return []
+
+    return lines_of
+
+
 def _fill_caller_hashes(
     callers: dict[str, list[Caller]], lines_of: Callable[[str], list[str]]
 ) -> None:
@@ -186,13 +200,7 @@ def write_notes(
             else:
                 todo.append((path, blob))
 
-    @lru_cache(maxsize=512)
-    def lines_of(path: str) -> list[str]:
-        try:
-            return source_lines((root / path).read_bytes().decode("utf-8", "replace"))
-        except OSError:
-            return []
-
+    lines_of = work_tree_lines(root)
     if backend.generated:
         _write_model_notes(
             root, store, backend, todo, effort, lines_of, report, budget, deny, progress
@@ -524,13 +532,7 @@ def plan_notes(
         plan.not_sent = report.not_sent
         overview = repo_overview(root, conn, denylist) if jobs else ""
 
-        @lru_cache(maxsize=512)
-        def lines_of(path: str) -> list[str]:
-            try:
-                return source_lines((root / path).read_bytes().decode("utf-8", "replace"))
-            except OSError:
-                return []
-
+        lines_of = work_tree_lines(root)
         for job in jobs:
             request = _request(root, conn, job.path, job.blob, effort, lines_of, overview)
             if request is not None:
@@ -606,13 +608,7 @@ def note_blob(
         ]
         callers = _callers(conn, facts)
 
-    def lines_of(other: str) -> list[str]:
-        try:
-            return source_lines((root / other).read_bytes().decode("utf-8", "replace"))
-        except OSError:
-            return []
-
-    _fill_caller_hashes(callers, lines_of)
+    _fill_caller_hashes(callers, work_tree_lines(root))
     request = NoteRequest(
         facts=facts,
         lines=lines,
