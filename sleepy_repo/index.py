@@ -105,7 +105,18 @@ def code_chunks(facts: ModuleFacts, lines: list[str]) -> list[Chunk]:
     return out
 
 
-def _go_module(root: Path) -> str | None:
+def imported_paths(facts: ModuleFacts, paths: frozenset[str], go_module: str | None) -> set[str]:
+    """The repo files a module imports (its import edges), resolved against ``paths``."""
+    return {
+        d
+        for imp in facts.imports
+        for d in resolve_import(facts.path, facts.lang, imp, paths, go_module)
+        if d != facts.path
+    }
+
+
+def go_module_path(root: Path) -> str | None:
+    """The module path declared in the repo's root ``go.mod``, if any."""
     try:
         for line in (root / "go.mod").read_text(encoding="utf-8").splitlines():
             if line.startswith("module "):
@@ -339,7 +350,7 @@ def _update_edges(
     cold: bool,
 ) -> None:
     """Resolve imports to edges, and collect modules whose graph context changed."""
-    go_module = _go_module(root)
+    go_module = go_module_path(root)
     changed = {c.path for c in report.changed}
     with store.read() as conn:
         paths = frozenset(
@@ -353,11 +364,7 @@ def _update_edges(
     affected: set[str] = set()
     with store.write() as conn:
         for path, facts in facts_by_path.items():
-            dsts: set[str] = set()
-            for imp in facts.imports:
-                dsts.update(
-                    d for d in resolve_import(path, facts.lang, imp, paths, go_module) if d != path
-                )
+            dsts = imported_paths(facts, paths, go_module)
             before = old_edges.get(path)
             if before is None and path not in changed:
                 before = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sleepy_repo.budget import Budget
 from sleepy_repo.config import DEFAULT_DENY, BudgetConfig
-from sleepy_repo.index import Changed, _go_module
+from sleepy_repo.index import Changed, go_module_path, imported_paths
 from sleepy_repo.jobs import (
     BatchBackend,
     Job,
@@ -48,7 +48,7 @@ from sleepy_repo.notes import (
     source_lines,
     span_sha,
 )
-from sleepy_repo.parse import parse_module, resolve_import
+from sleepy_repo.parse import parse_module
 from sleepy_repo.parse.facts import ModuleFacts
 from sleepy_repo.redact import DenyList
 from sleepy_repo.scan import blob_sha
@@ -284,8 +284,23 @@ def _request(
     imports = [
         r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ? ORDER BY dst", (path,))
     ]
+    return _in_context(conn, facts, lines, imports, effort, lines_of, overview, attempt)
+
+
+def _in_context(
+    conn: sqlite3.Connection,
+    facts: ModuleFacts,
+    lines: list[str],
+    imports: list[str],
+    effort: str,
+    lines_of: Callable[[str], list[str]],
+    overview: str = "",
+    attempt: int = 1,
+) -> NoteRequest:
+    """A module's facts with its graph context from the store: importers and callers."""
     imported_by = [
-        r[0] for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (path,))
+        r[0]
+        for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (facts.path,))
     ]
     callers = _callers(conn, facts)
     _fill_caller_hashes(callers, lines_of)
@@ -594,29 +609,8 @@ def note_blob(
             known = frozenset(
                 r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")
             )
-        go_module = _go_module(root)
-        imports = sorted(
-            {
-                d
-                for imp in facts.imports
-                for d in resolve_import(path, lang, imp, known | {path}, go_module)
-                if d != path
-            }
-        )
-        imported_by = [
-            r[0] for r in conn.execute("SELECT src FROM edges WHERE dst = ? ORDER BY src", (path,))
-        ]
-        callers = _callers(conn, facts)
-
-    _fill_caller_hashes(callers, work_tree_lines(root))
-    request = NoteRequest(
-        facts=facts,
-        lines=lines,
-        imports=imports,
-        imported_by=imported_by,
-        callers=callers,
-        effort=effort,
-    )
+        imports = sorted(imported_paths(facts, known | {path}, go_module_path(root)))
+        request = _in_context(conn, facts, lines, imports, effort, work_tree_lines(root))
     notes = ground(
         backend.write_notes(request), facts, lines, note_key(backend, path, blob, effort)
     )
