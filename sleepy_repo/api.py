@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo import mirror
+from sleepy_repo import activity, mirror
 from sleepy_repo.ask import answer as answer_question
 from sleepy_repo.budget import Budget, spent_today
 from sleepy_repo.config import (
@@ -532,6 +532,18 @@ def ask(
     """Answer from the packed context. No answering model exists yet: ``answer`` is None,
     ``message`` says so, and ``context`` is what ``get_context`` returns."""
     return answer_question(get_context(repo, question, budget, source=source)).to_json()
+
+
+# -- activity ------------------------------------------------------------------------------
+def activity_recorder(
+    repo: Repo, role: str, clock: Callable[[], float] | None = None
+) -> activity.Recorder:
+    """This process's writer of editor/watcher activity and open files (``role`` is e.g.
+    ``"lsp"`` or ``"watch"``); the idle timer and the planner of any process read them."""
+    rec = activity.Recorder(repo.store, activity.source_name(role))
+    if clock is not None:
+        rec.clock = clock
+    return rec
 
 
 # -- pre-commit hook and the markdown mirror -----------------------------------------------

@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
 BUSY_TIMEOUT_MS = 30_000
 
@@ -145,6 +145,20 @@ CREATE TABLE batches(
 );
 CREATE INDEX ledger_ts ON ledger(ts);
 ALTER TABLE ledger ADD COLUMN detail TEXT
+""",
+    # the sleep engine: editor/watcher activity and open files (per process, so a daemon
+    # sees what a language server saw), and per-note payoff (hits and tokens saved)
+    3: """CREATE TABLE activity(
+  source TEXT PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, path TEXT
+);
+CREATE TABLE open_files(
+  source TEXT NOT NULL, path TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY(source, path)
+);
+CREATE TABLE payoff(
+  note_id INTEGER PRIMARY KEY, path TEXT NOT NULL, hits INTEGER NOT NULL DEFAULT 0,
+  tokens_saved INTEGER NOT NULL DEFAULT 0, last_ts REAL NOT NULL
+);
+CREATE INDEX payoff_path ON payoff(path)
 """,
 }
 
