@@ -34,18 +34,20 @@ def source_name(role: str, pid: int | None = None) -> str:
     return f"{role}:{pid if pid is not None else os.getpid()}"
 
 
-def _alive(source: str) -> bool:
-    """Whether the process behind ``source`` still runs (sources without a pid count)."""
-    _, _, pid = source.rpartition(":")
-    if not pid.isdigit():
-        return True
+def pid_alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def _alive(source: str) -> bool:
+    """Whether the process behind ``source`` still runs (sources without a pid count)."""
+    _, _, pid = source.rpartition(":")
+    return pid_alive(int(pid)) if pid.isdigit() else True
 
 
 @dataclass

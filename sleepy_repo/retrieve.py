@@ -446,5 +446,8 @@ def context(
         ctx = pack(ranking, conn, question, budget)
     if log_source:
         with store.write() as conn:
-            store.log_hit(conn, log_source, question, ctx.files())
+            served: dict[str, int] = defaultdict(int)
+            for item in ctx.items:
+                served[item.path] += count_tokens(item.render())
+            store.log_hit(conn, log_source, question, ctx.files(), dict(served))
     return ctx

@@ -3,10 +3,14 @@
 It behaves like a model backend (``generated = True``, its own note key, a ledger entry per
 call) but writes the same text for the same input, so tests can assert on it. A test can
 pass ``handler`` to script replies, including ones that cite symbols that do not exist.
+``SLEEPY_REPO_FAKE_DELAY`` (seconds) makes each call take that long, so crash and pause
+tests can catch a process in the middle of a call.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 
 from sleepy_repo.models.base import Estimate, NoteRequest
@@ -37,6 +41,9 @@ class FakeBackend:
 
     def write_notes(self, request: NoteRequest) -> NoteDraft:
         self.calls += 1
+        delay = float(os.environ.get("SLEEPY_REPO_FAKE_DELAY", "0") or 0)
+        if delay > 0:
+            time.sleep(delay)
         if self.handler is not None:
             return self.handler(request)
         facts = request.facts

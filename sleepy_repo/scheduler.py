@@ -1,0 +1,336 @@
+"""The sleep scheduler: model notes are written only while the developer is idle.
+
+``Scheduler.plan`` queues every module that lacks notes of the configured model backend for
+its current blob (durably, in the store's ``jobs`` table), scored by the planner; a module
+queued because a dependency's exported signature changed gets a lower score. ``step`` runs
+the best job when the repository has been idle for ``[sleep] idle_seconds`` (activity of
+any process, see ``activity``), one module at a time, so new activity pauses the work
+within one call: an in-flight API call finishes and its notes are kept; a backend that
+generates locally is asked to cancel between chunks (its ``cancel_check``), and the job
+stays queued. The daily budget is spent top-down: when it refuses the next job, the
+sleeper stops and ``state`` says why.
+
+``SleepThread`` runs steps in the background (in the ``watch`` daemon or the language
+server). ``SleeperLock`` allows one sleeper per repository: a file lock next to the store,
+separate from SQLite's locking, so hooks and the CLI never wait for it.
+
+A kill -9 loses nothing: a job row stays until its notes are stored (in one transaction
+with the job's deletion), so the next sleeper re-runs it, and notes are unique per key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sleepy_repo import activity, planner
+from sleepy_repo.budget import Budget
+from sleepy_repo.config import Config
+from sleepy_repo.errors import SleepyError
+from sleepy_repo.models.base import Backend
+from sleepy_repo.redact import DenyList
+from sleepy_repo.sleep import note_key, write_notes
+from sleepy_repo.store import NoteStore
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "sleeper.lock"
+DEPENDENCY_REASON = "dependency changed"
+STATE_KEY = "sleeper"  # meta row: what the sleeper is doing, for `status`
+Clock = Callable[[], float]
+
+
+class SleeperBusyError(SleepyError):
+    pass
+
+
+class SleeperLock:
+    """One sleeper per repository (``flock`` on ``<store dir>/sleeper.lock``; the kernel
+    releases it when the holder dies, even on kill -9)."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.path = store_dir / LOCK_NAME
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise SleeperBusyError(
+                f"another sleeper (pid {holder}) already runs for this repository "
+                f"(lock {self.path}); stop it first, or let it do the work"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.seek(0)
+                self._fh.truncate()
+                fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> SleeperLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class StepResult:
+    state: str  # busy | empty | ran | paused | budget | no-backend
+    path: str | None = None
+    detail: str = ""
+    written: int = 0
+
+
+@dataclass
+class Scheduler:
+    root: Path
+    is_git: bool
+    store: NoteStore
+    config: Config
+    backend: Backend | None
+    effort: str = "standard"
+    clock: Clock = time.time
+    history: planner.History | None = None  # fixed history (benchmarks); else read from git
+    dependency_changed: set[str] = field(default_factory=set)
+
+    # -- idle --------------------------------------------------------------------------
+    def idle_for(self) -> float:
+        return activity.idle_for(self.store, self.clock)
+
+    def is_idle(self) -> bool:
+        return self.idle_for() >= self.config.sleep.idle_seconds
+
+    # -- queue -------------------------------------------------------------------------
+    def mark_dependency_changed(self, paths: Iterable[str]) -> None:
+        """Modules whose notes may be outdated because an import's exported signatures
+        changed: queued again (their notes re-written) at a lower priority."""
+        self.dependency_changed |= set(paths)
+
+    def plan(self) -> list[planner.Scored]:
+        """Queue what lacks notes (current blobs), score the queue, drop outdated jobs."""
+        if self.backend is None:
+            return []
+        backend = self.backend
+        with self.store.read() as conn:
+            rows = conn.execute(
+                "SELECT path, blob_sha FROM modules WHERE status = 'indexed'"
+            ).fetchall()
+            current = {p: b for p, b in rows}
+            todo: dict[str, str] = {}
+            deny = DenyList(self.config.scan.deny)  # never sent: never queued
+            for path, blob in rows:
+                if deny.denied(path):
+                    continue
+                key = note_key(backend, path, blob, self.effort)
+                if path in self.dependency_changed or not self.store.has_notes(
+                    conn, key, written_only=True
+                ):
+                    todo[path] = DEPENDENCY_REASON if path in self.dependency_changed else "notes"
+        scored = planner.rank(
+            self.root,
+            self.store,
+            self.config.sleep,
+            is_git=self.is_git,
+            paths=todo,
+            dependency_only={p for p, r in todo.items() if r == DEPENDENCY_REASON},
+            history=self.history,
+            now=self.clock(),
+        )
+        now = self.clock()
+        with self.store.write() as conn:
+            old = conn.execute(
+                "SELECT id, path, blob_sha FROM jobs WHERE backend = ? AND status = 'queued'",
+                (backend.name,),
+            ).fetchall()
+            gone = [(r[0],) for r in old if current.get(r[1]) != r[2]]
+            conn.executemany("DELETE FROM jobs WHERE id = ?", gone)
+            conn.executemany(
+                "INSERT INTO jobs(path, blob_sha, backend, reason, priority, status, created_at, "
+                "updated_at, reasons_json) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) "
+                "ON CONFLICT(path, blob_sha, backend) DO UPDATE SET "
+                "priority = excluded.priority, reasons_json = excluded.reasons_json, "
+                "reason = excluded.reason, updated_at = excluded.updated_at "
+                "WHERE jobs.status = 'queued'",
+                [
+                    (
+                        s.path,
+                        current[s.path],
+                        backend.name,
+                        todo[s.path],
+                        s.score,
+                        now,
+                        now,
+                        json.dumps(s.reasons),
+                    )
+                    for s in scored
+                ],
+            )
+        return scored
+
+    def _next_job(self) -> tuple[str, str, str] | None:
+        assert self.backend is not None
+        with self.store.read() as conn:
+            row = conn.execute(
+                "SELECT j.path, j.blob_sha, j.reason FROM jobs j JOIN modules m "
+                "ON m.path = j.path AND m.blob_sha = j.blob_sha AND m.status = 'indexed' "
+                "WHERE j.backend = ? AND j.status = 'queued' "
+                "ORDER BY j.priority DESC, j.path LIMIT 1",
+                (self.backend.name,),
+            ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    # -- work --------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        """Run the best queued job if the repository is idle."""
+        if self.backend is None:
+            return StepResult("no-backend")
+        if not self.is_idle():
+            self.set_state("waiting for idle")
+            return StepResult("busy")
+        job = self._next_job()
+        if job is None:
+            self.set_state("idle: nothing queued")
+            return StepResult("empty")
+        path, blob, reason = job
+        backend = self.backend
+        if hasattr(backend, "cancel_check"):
+            backend.cancel_check = lambda: not self.is_idle()
+        self.set_state(f"writing notes for {path}")
+        report = write_notes(
+            self.root,
+            self.store,
+            backend,
+            effort=self.effort,
+            paths=[path],
+            force=[path] if reason == DEPENDENCY_REASON else (),
+            budget=Budget(self.store, self.config.budget),
+            deny=self.config.scan.deny,
+        )
+        if report.written:
+            self.dependency_changed.discard(path)
+        if report.stopped and report.stopped.startswith("cancelled"):
+            self.set_state("paused: the developer is back")
+            return StepResult("paused", path, report.stopped)
+        if report.stopped:
+            self.set_state(f"stopped: {report.stopped}")
+            return StepResult("budget", path, report.stopped)
+        if report.failed and not report.written:
+            detail = report.failed[0][1]
+            with self.store.write() as conn:  # let the next job go first
+                conn.execute(
+                    "UPDATE jobs SET priority = priority - 1 WHERE path = ? AND blob_sha = ? "
+                    "AND backend = ? AND status = 'queued'",
+                    (path, blob, backend.name),
+                )
+            return StepResult("ran", path, detail)
+        return StepResult("ran", path, written=report.written)
+
+    def set_state(self, state: str) -> None:
+        value = {"state": state, "pid": os.getpid(), "ts": self.clock()}
+        try:
+            with self.store.write() as conn:
+                self.store.set_meta(conn, STATE_KEY, value)
+        except SleepyError as exc:  # status is best effort; the work is not
+            log.debug("could not record the sleeper state: %s", exc)
+
+
+class SleepThread(threading.Thread):
+    """Runs ``Scheduler`` steps in the background until ``stop()``.
+
+    It re-plans when the index changed (another process refreshed) or the repository just
+    became idle, and runs ``housekeeping`` (e.g. gc to the store size limit) at most every
+    ``housekeeping_seconds`` while idle."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *,
+        tick: float = 0.5,
+        housekeeping: Callable[[], Any] | None = None,
+        housekeeping_seconds: float = 3600.0,
+    ) -> None:
+        super().__init__(name="sleepy-sleeper", daemon=True)
+        self.scheduler = scheduler
+        self.tick = tick
+        self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
+        self._stop_event = threading.Event()
+        self._last_scan: Any = None
+        self._was_idle = False
+        self._last_housekeeping = 0.0
+        self.steps: list[StepResult] = []
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def _index_changed(self) -> bool:
+        with self.scheduler.store.read() as conn:
+            scan = self.scheduler.store.get_meta(conn, "last_scan", None)
+        changed = scan != self._last_scan
+        self._last_scan = scan
+        return changed
+
+    def run_once(self) -> StepResult:
+        sch = self.scheduler
+        idle = sch.is_idle()
+        if not idle:
+            self._was_idle = False
+            sch.set_state("waiting for idle")
+            return StepResult("busy")
+        if self._index_changed() or not self._was_idle:
+            sch.plan()
+        self._was_idle = True
+        now = sch.clock()
+        if self.housekeeping and now - self._last_housekeeping >= self.housekeeping_seconds:
+            self._last_housekeeping = now
+            try:
+                self.housekeeping()
+            except SleepyError as exc:
+                log.warning("housekeeping failed: %s", exc)
+        result = sch.step()
+        self.steps.append(result)
+        del self.steps[:-100]
+        return result
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                result = self.run_once()
+            except SleepyError as exc:
+                log.warning("sleeper: %s", exc)
+                result = StepResult("busy", detail=str(exc))
+            except Exception:  # a bug must not kill the daemon silently
+                log.exception("sleeper step failed")
+                result = StepResult("busy")
+            # after real work, look again at once; otherwise wait a tick (or a longer
+            # pause when the budget stopped the work)
+            wait = 0.0 if result.state == "ran" else self.tick
+            if result.state == "budget":
+                wait = max(self.tick, 60.0)
+            self._stop_event.wait(wait)
