@@ -489,6 +489,18 @@ def test_cli_real_strategies_on_shop(cli: Any, make_repo: Any, tmp_path: Path) -
     assert _git(repo, "worktree", "list").count("\n") == 1
     assert not math.isnan(r["wall_s"])
 
+    # the planner at each state: where the gold modules fell, and the summary tables
+    recs = [c["planner"] for c in r["per_case"]]
+    assert all(0 <= x["likelihood"] <= 1 for x in recs if x["likelihood"] is not None)
+    scored = [x for x in recs if x["covered"] is not None]
+    assert scored and set(scored[0]["covered"]) == {"planner", "random", "alphabetical"}
+    pl = r["planner"]
+    assert pl["cases"] == len(scored)
+    for order in ("planner", "random", "alphabetical"):
+        mean = sum(x["covered"][order] for x in scored) / len(scored)
+        assert pl["priority_spending"][order] == pytest.approx(mean, abs=1e-6)
+    assert sum(row["cases"] for row in pl["predictability"]) == len(scored)
+
     # the table, and --limit (the most recent cases)
     proc = cli.run(
         "bench",
@@ -507,6 +519,7 @@ def test_cli_real_strategies_on_shop(cli: Any, make_repo: Any, tmp_path: Path) -
     )
     assert "headline" in proc.stdout and "paths (baseline)" in proc.stdout
     assert "sleep-time cost per strategy family" in proc.stdout
+    assert "priority spending" in proc.stdout
     r2 = json.loads((out / "localize.json").read_text())
     assert [c["commit"] for c in r2["per_case"]] == [c["commit"] for c in r["per_case"][-2:]]
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sleepy_repo import __version__, api
-from sleepy_repo.bench import report
+from sleepy_repo.bench import predict, report
 from sleepy_repo.bench.aider_map import AiderMapError
 from sleepy_repo.bench.mine import Case
 from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
@@ -218,6 +218,7 @@ def run_localize(
             repo: api.Repo | None = None
             current: str | None = None
             env: StateEnv | None = None
+            orders: dict[str, list[str]] = {}
             for i, case in enumerate(ordered):
                 if case.state != current:
                     if progress:
@@ -236,11 +237,14 @@ def run_localize(
                     )
                     current = case.state
                     env = StateEnv(root=wt, state=case.state, repo=repo)
+                    orders = predict.state_orders(repo, case.state)
                 assert env is not None
                 per_state[-1]["cases"] += 1
                 if progress:
                     progress(i, len(ordered), case.commit[:10])
-                per_case.append(_run_case(case, env, tracks, budgets))
+                rec = _run_case(case, env, tracks, budgets)
+                rec["planner"] = predict.case_record(orders, case.gold_files)
+                per_case.append(rec)
         if progress:
             progress(len(ordered), len(ordered), "done")
     finally:

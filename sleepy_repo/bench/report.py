@@ -27,6 +27,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from sleepy_repo.bench import predict
+
 EPS = 1e-9
 BASELINES = ("raw", "paths")
 
@@ -72,6 +74,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         ]
     result["headline"] = headline(result, curves)
     result["sleep_time"] = sleep_time(result)
+    result["planner"] = predict.summarize(result)
     return result
 
 
@@ -238,6 +241,7 @@ def render(result: dict[str, Any], console: Any) -> None:
         )
     t.caption = "cold = the first state (a full index); per state = the later states"
     console.print(t)
+    predict.render(result.get("planner"), console)
 
 
 def plot_pareto(result: dict[str, Any], path: Path) -> Path:
