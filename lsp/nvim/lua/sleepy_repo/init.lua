@@ -2,11 +2,11 @@
 -- :SleepyAsk {question}, :SleepyRefresh, :SleepyStatus and :SleepyContext {question}.
 --
 --   require("sleepy_repo").setup({
---     cmd = { "sleepy-repo", "lsp" },   -- the server command
---     backend = nil,                    -- "static" | "anthropic" | "local"; nil: .sleepy/config.toml
---     idle_seconds = nil,               -- idle time before sleep-time work; nil: the server's default
---     filetypes = { ... },              -- where to attach (Python, JS/TS, Go, Rust by default)
---     context_budget = nil,             -- token budget of :SleepyContext; nil: the server's default
+--     cmd = { "sleepy-repo", "lsp" }, -- the server command
+--     backend = nil,        -- "static" | "anthropic" | "local"; nil: .sleepy/config.toml
+--     idle_seconds = nil,   -- idle time before sleep-time work; nil: the server's default
+--     filetypes = { ... },  -- where to attach (Python, JS/TS, Go, Rust by default)
+--     context_budget = nil, -- token budget of :SleepyContext; nil: the server's default
 --   })
 --
 -- Hover (`K`, vim.lsp.buf.hover) shows the notes; code lenses come with vim.lsp.codelens.
@@ -305,7 +305,8 @@ function M.render(result)
     table.insert(lines, "# " .. tostring(result.path))
     for _, note in ipairs(result.notes) do
       table.insert(lines, "")
-      table.insert(lines, string.format("## %s %s", tostring(note.backend), tostring(note.model or "")))
+      local title = string.format("## %s %s", tostring(note.backend), tostring(note.model or ""))
+      table.insert(lines, vim.trim(title))
       table.insert(lines, "")
       item_lines(note.items or {}, lines)
     end
