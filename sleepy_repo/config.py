@@ -6,6 +6,7 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -127,6 +128,37 @@ class AnthropicConfig:
     prices: dict[str, dict[str, float]] = field(default_factory=_default_prices)
 
 
+LOCAL_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4.gguf"  # what scripts/fetch_model.py fetches
+LOCAL_MODEL_DIR_ENV = "SLEEPY_REPO_MODEL_DIR"
+
+
+def default_model_dir() -> Path:
+    """Where ``scripts/fetch_model.py`` puts models: ``$SLEEPY_REPO_MODEL_DIR``, else
+    ``~/.cache/sleepy-repo/models``."""
+    env = os.environ.get(LOCAL_MODEL_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sleepy-repo" / "models"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The local GGUF backend (llama-cpp-python, the ``[local]`` extra). It runs only when
+    chosen (``[notes] backend = "local"`` or ``--backend local``); nothing leaves the machine
+    and a call costs nothing but time."""
+
+    # a GGUF file; "" = the model scripts/fetch_model.py fetches (see default_model_dir);
+    # "~" is expanded, a relative path is relative to the current directory
+    model_path: str = ""
+    model: str = ""  # the name recorded in note keys; "" = the file name without .gguf
+    n_ctx: int = 8192  # context window (prompt + reply), tokens
+    n_threads: int = field(default=0, metadata={"min": 0})  # 0 = every core
+    n_batch: int = 256  # prompt tokens evaluated per step
+    max_tokens: int = 1024  # reply tokens per call (per part of a split module)
+    temperature: float = field(default=0.2, metadata={"min": 0})  # 0 = greedy
+    seed: int = field(default=42, metadata={"min": 0})  # sampling seed, for repeatable notes
+    part_tokens: int = 3000  # modules estimated above this are split along top-level symbols
+    overview: bool = True  # send the repo overview (README head, top modules) with each call
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     """Model spending limits; 0 = unlimited. Tokens count input, output and cache tokens."""
@@ -144,6 +176,7 @@ class Config:
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def store_dir(self, root: Path) -> Path:
@@ -157,6 +190,7 @@ _SECTIONS: dict[str, type] = {
     "retrieve": RetrieveConfig,
     "store": StoreConfig,
     "anthropic": AnthropicConfig,
+    "local": LocalConfig,
     "budget": BudgetConfig,
 }
 
@@ -304,6 +338,14 @@ budget = 1500
 # cache_read = 0.3
 # cache_write = 3.75
 # batch = 0.5
+
+# The local GGUF backend (used only when [notes] backend = "local"; needs the [local] extra,
+# pip install 'sleepy-repo[local]', and a model: python scripts/fetch_model.py fetches one).
+# [local]
+# model_path = ""                    # "" = the fetched Qwen2.5-Coder-0.5B-Instruct Q4
+# n_ctx = 8192
+# n_threads = 0                      # 0 = every core
+# max_tokens = 1024
 
 # Model spending limits (0 = unlimited), checked before every call.
 # [budget]

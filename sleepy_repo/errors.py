@@ -8,7 +8,9 @@
     ├── BudgetError             a model call would exceed the configured budget
     └── ModelError              a model backend failed for one module
         ├── ModelUnavailableError   the API stayed unreachable, overloaded or rate-limited
-        │                           after the SDK's retries (the job stays queued)
+        │   │                       after the SDK's retries (the job stays queued)
+        │   └── ModelCancelledError generation was stopped on request between chunks (the
+        │                           developer came back); the job stays queued
         └── ModelOutputError        the model replied, but not with usable notes (the job
                                     fails; the call was billed and is in the ledger)
 
@@ -55,6 +57,10 @@ class ModelError(SleepyError):
 
 class ModelUnavailableError(ModelError):
     pass
+
+
+class ModelCancelledError(ModelUnavailableError):
+    """A backend's ``cancel_check`` asked it to stop (``sleepy_repo.models.local``)."""
 
 
 class ModelOutputError(ModelError):

@@ -17,6 +17,8 @@ Outcomes per module:
 * every claim failed grounding: retried once with a reminder, then failed;
 * ``ModelUnavailableError`` (retries exhausted, timeouts, garbled replies): the job stays
   queued with the error; three in a row stop the run;
+* ``ModelCancelledError`` (the backend's ``cancel_check`` fired): the job stays queued and
+  the run stops at once;
 * ``ModelError`` / ``ModelOutputError``: the job fails with the error (billed calls are
   still in the ledger);
 * ``ConfigError`` (the API refused the key or the model): the run stops and the error is
@@ -37,7 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from sleepy_repo.budget import Budget, Reservation
-from sleepy_repo.errors import ConfigError, ModelError, ModelOutputError, ModelUnavailableError
+from sleepy_repo.errors import (
+    ConfigError,
+    ModelCancelledError,
+    ModelError,
+    ModelOutputError,
+    ModelUnavailableError,
+)
 from sleepy_repo.models.base import Backend, Estimate, NoteRequest
 from sleepy_repo.notes import NoteDraft, NoteKey, Usage, ground
 from sleepy_repo.store import NoteStore
@@ -160,6 +168,11 @@ class _Run:
             _mark(self.store, name, job, "queued", str(exc))
             self.fatal = self.fatal or exc
             self.report.stopped = self.report.stopped or str(exc)
+            return None
+        except ModelCancelledError as exc:  # asked to stop (the developer is back)
+            self._settle(res, job, exc.usage, "notes-cancelled")
+            _mark(self.store, name, job, "queued", str(exc))
+            self.report.stopped = self.report.stopped or f"cancelled: {exc}"
             return None
         except ModelUnavailableError as exc:
             self._settle(res, job, exc.usage, "notes-failed")

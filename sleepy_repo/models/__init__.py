@@ -1,7 +1,8 @@
 """Model backends, registered in one dict: name -> factory(config, effort).
 
-The Anthropic backend (and its SDK) is imported only when it is chosen, so the CLI starts
-fast and a key in the environment never switches it on.
+The Anthropic backend (and its SDK) and the local backend (and llama-cpp-python) are
+imported only when chosen, so the CLI starts fast, a key in the environment never switches
+one on, and a model is never picked automatically.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ def _anthropic(config: Config, effort: str) -> Backend:
     return AnthropicBackend(config, effort)
 
 
+def _local(config: Config, effort: str) -> Backend:
+    from sleepy_repo.models.local import LocalBackend
+
+    return LocalBackend(config, effort)
+
+
 BACKENDS: dict[str, Callable[[Config, str], Backend]] = {
     "static": lambda config, effort: StaticBackend(),
     "fake": lambda config, effort: FakeBackend(),
     "anthropic": _anthropic,
+    "local": _local,
 }
 
 

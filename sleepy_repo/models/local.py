@@ -1,0 +1,441 @@
+"""The local backend: notes written by a GGUF model on this machine, through llama-cpp-python.
+
+Chosen only explicitly (``[notes] backend = "local"`` or ``--backend local``); it needs the
+``[local]`` extra (``pip install 'sleepy-repo[local]'``) and a model file, ``[local]
+model_path`` (default: the Qwen2.5-Coder-0.5B-Instruct Q4 that ``scripts/fetch_model.py``
+puts in ``$SLEEPY_REPO_MODEL_DIR`` or ``~/.cache/sleepy-repo/models``). Nothing leaves the
+machine; a call costs time, not money.
+
+* Requests are the Anthropic backend's (``AnthropicBackend.calls``): the same prompt files,
+  symbol list, redaction, deny list, size limits, splitting of large modules and rethink
+  requests (old notes + diff), plus ``prompts/local.md`` (reply with JSON only). The system
+  block and the user message become a two-message chat.
+* Structured output: ``Llama.create_chat_completion(..., response_format={"type":
+  "json_object", "schema": notes_schema(effort, names)})``. llama.cpp turns the schema into
+  a grammar, so the reply is JSON of that shape, and every ``cites`` entry is an ``enum`` of
+  the module's real symbol names (and ``<module>``): the model cannot cite a symbol that
+  does not exist. The reply is still validated (``anthropic.parse_reply``) and grounded like
+  any other backend's; a garbled or cut-off reply raises ``ModelOutputError``.
+* Usage: prompt and completion tokens counted with the model's own tokenizer go to the
+  ledger with a cost of 0. The model stays loaded between modules (``concurrency = 1``: one
+  llama context is not thread-safe), and llama.cpp reuses the evaluated prompt prefix (the
+  system block) from one module to the next.
+* Cancelling: generation streams (``stream=True``). Before a call and between chunks the
+  backend calls ``cancel_check`` (an attribute, ``Callable[[], bool] | None``; for example
+  ``threading.Event().is_set``); when it returns True, generation stops and
+  ``ModelCancelledError`` (a ``ModelUnavailableError``: the job stays queued) is raised. The
+  same check is installed as llama.cpp's abort callback, so a long prompt evaluation stops
+  too: a cancel takes effect within one decoding step (well under a second here). Set it
+  on the backend, or pass ``cancel_check=`` to the constructor.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sleepy_repo.config import (
+    LOCAL_MODEL_FILE,
+    AnthropicConfig,
+    Config,
+    LocalConfig,
+    NotesConfig,
+    default_model_dir,
+)
+from sleepy_repo.errors import (
+    ConfigError,
+    ModelCancelledError,
+    ModelError,
+    ModelOutputError,
+    ModelUnavailableError,
+)
+from sleepy_repo.models.anthropic import TOOL_NAME, AnthropicBackend, merge_parts, parse_reply
+from sleepy_repo.models.base import Estimate, NoteRequest
+from sleepy_repo.notes import MODULE, DraftItem, NoteDraft, Usage
+from sleepy_repo.parse.facts import ModuleFacts
+from sleepy_repo.prompt_files import load_prompt
+from sleepy_repo.tokens import count_tokens
+
+SCHEMA_VERSION = "1"  # bump when notes_schema changes: it is part of the note key
+MAX_TEXT_CHARS = 600  # one claim; longer texts are cut (not rejected)
+MAX_QUESTION_CHARS = 200
+MAX_CITES = 3
+MAX_ENUM = 400  # symbols offered for citation (the Anthropic prompt lists as many)
+INSTALL_HINT = "pip install 'sleepy-repo[local]' (llama-cpp-python builds from source, ~4 min)"
+FETCH_HINT = "python scripts/fetch_model.py"
+
+# what each effort asks for: (min, max) entries; None = not asked
+_SHAPE: dict[str, dict[str, tuple[int, int] | None]] = {
+    "brief": {"questions": None, "facts": (0, 3), "cross_module": None},
+    "standard": {"questions": (3, 5), "facts": (1, 5), "cross_module": None},
+    "deep": {"questions": (4, 6), "facts": (1, 6), "cross_module": (0, 3)},
+}
+
+
+def citable_names(facts: ModuleFacts) -> list[str]:
+    """What a claim about ``facts`` may cite: ``<module>`` and the qualified names of its
+    symbols (the first ``MAX_ENUM``, as listed in the prompt), without duplicates."""
+    names = [MODULE]
+    seen = {MODULE}
+    for s in facts.symbols[:MAX_ENUM]:
+        if s.qualname not in seen:
+            seen.add(s.qualname)
+            names.append(s.qualname)
+    return names
+
+
+def notes_schema(effort: str, names: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of a reply for one module at ``effort``: the ``record_notes`` fields,
+    every citation an ``enum`` of ``names``, every text non-empty.
+
+    Texts have no ``maxLength``: llama.cpp expands a bounded repetition into a grammar that
+    made sampling about 3x slower here; ``max_tokens`` bounds the reply and
+    ``parse_json_reply`` cuts texts that are too long."""
+    if effort not in _SHAPE:
+        raise ConfigError(f"unknown effort {effort!r}; known: {', '.join(_SHAPE)}")
+    cites = {
+        "type": "array",
+        "items": {"type": "string", "enum": list(names)},
+        "minItems": 1,
+        "maxItems": MAX_CITES,
+    }
+
+    text = {"type": "string", "minLength": 1}
+
+    def obj(props: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
+
+    def array(item: dict[str, Any], bounds: tuple[int, int]) -> dict[str, Any]:
+        return {"type": "array", "items": item, "minItems": bounds[0], "maxItems": bounds[1]}
+
+    claim = obj({"text": text, "cites": cites})
+    shape = _SHAPE[effort]
+    props: dict[str, Any] = {"summary": claim}
+    if shape["questions"]:
+        question = obj(
+            {
+                "question": text,
+                "answer": text,
+                "cites": cites,
+            }
+        )
+        props["questions"] = array(question, shape["questions"])
+    props["facts"] = array(claim, shape["facts"] or (0, 0))
+    if shape["cross_module"]:
+        cross = obj(
+            {
+                "text": text,
+                "modules": {"type": "array", "items": text, "maxItems": 3},
+                "cites": cites,
+            }
+        )
+        props["cross_module"] = array(cross, shape["cross_module"])
+    return obj(props)
+
+
+def resolve_model_path(settings: LocalConfig) -> Path:
+    """``[local] model_path``, or the default fetched model."""
+    if settings.model_path.strip():
+        return Path(settings.model_path.strip()).expanduser()
+    return default_model_dir() / LOCAL_MODEL_FILE
+
+
+def check_model_file(path: Path) -> None:
+    """Raise ``ConfigError`` (saying what to do) unless ``path`` is a readable GGUF file."""
+    where = "[local] model_path" if path.name != LOCAL_MODEL_FILE else "the default model"
+    if not path.exists():
+        hint = (
+            f"run `{FETCH_HINT}` to fetch it"
+            if path.name == LOCAL_MODEL_FILE
+            else f"fix [local] model_path, or clear it and run `{FETCH_HINT}`"
+        )
+        raise ConfigError(f"{where} {path} does not exist: {hint}")
+    if not path.is_file():
+        raise ConfigError(f"{where} {path} is not a file: point [local] model_path at a .gguf")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ConfigError(f"{where} {path} cannot be read: {exc.strerror or exc}") from None
+    if magic != b"GGUF":
+        raise ConfigError(
+            f"{where} {path} is not a GGUF model file (it does not start with 'GGUF'); "
+            f"point [local] model_path at a .gguf, or run `{FETCH_HINT}`"
+        )
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local backend needs llama-cpp-python ({exc}): {INSTALL_HINT}"
+        ) from None
+    except OSError as exc:  # the package is there but its shared library is not loadable
+        raise ConfigError(f"llama-cpp-python is installed but cannot load: {exc}") from None
+    return llama_cpp
+
+
+class LocalBackend:
+    name = "local"
+    generated = True
+    concurrency = 1  # one llama context; calls run one at a time
+
+    def __init__(
+        self,
+        config: Config,
+        effort: str = "standard",
+        *,
+        cancel_check: Callable[[], bool] | None = None,
+        llama_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        s = config.local
+        self.settings = s
+        self.effort = effort
+        self.model_path = resolve_model_path(s)
+        self.model = s.model or self.model_path.name.removesuffix(".gguf")
+        self.max_tokens = s.max_tokens
+        self.cancel_check = cancel_check
+        # requests are built exactly as for Anthropic (its SDK client is never created);
+        # only its splitting size is ours, and its model/prices don't matter here
+        builder_config = dataclasses.replace(
+            config,
+            notes=NotesConfig(effort=effort),
+            anthropic=AnthropicConfig(part_tokens=s.part_tokens, max_tokens=s.max_tokens),
+        )
+        self._builder = AnthropicBackend(builder_config, effort)
+        self._reply_prompt = load_prompt("local")
+        self.prompt_version = "+".join(
+            [self._builder.prompt_version, self._reply_prompt.tag, f"schema@{SCHEMA_VERSION}"]
+        )
+        self._llama_factory = llama_factory
+        self._llm: Any = None
+        self._lock = threading.Lock()
+        self._abort_cb: Any = None  # keeps the ctypes callback alive while installed
+
+    # -- setup -------------------------------------------------------------------------
+    def ready(self) -> None:
+        """Raise ``ConfigError`` unless a call could be made: llama-cpp-python imports and
+        the model file is a readable GGUF (the model is not loaded yet)."""
+        if self._llama_factory is None:
+            _import_llama()
+        check_model_file(self.model_path)
+
+    def llama(self) -> Any:
+        """The loaded model (loaded on first use, then kept)."""
+        with self._lock:
+            if self._llm is None:
+                self.ready()
+                factory = self._llama_factory or _import_llama().Llama
+                threads = self.settings.n_threads or os.cpu_count() or 1
+                try:
+                    self._llm = factory(
+                        model_path=str(self.model_path),
+                        n_ctx=self.settings.n_ctx,
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        n_batch=self.settings.n_batch,
+                        seed=self.settings.seed,
+                        verbose=False,
+                    )
+                except (ValueError, RuntimeError, OSError) as exc:
+                    raise ConfigError(
+                        f"llama.cpp cannot load {self.model_path}: {exc}; check [local] "
+                        "model_path (a GGUF model) and n_ctx"
+                    ) from None
+                self._install_abort(self._llm)
+            return self._llm
+
+    def close(self) -> None:
+        """Free the model (it is loaded again on the next call)."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()
+
+    def _cancelled(self) -> bool:
+        check = self.cancel_check
+        return bool(check is not None and check())
+
+    def _install_abort(self, llm: Any) -> None:
+        """Let llama.cpp poll ``cancel_check`` during a decode (prompt evaluation included),
+        so a long prompt does not delay a cancel. Best effort: without the low-level API
+        the check still runs between chunks."""
+        ctx = getattr(getattr(llm, "_ctx", None), "ctx", None)
+        if ctx is None:
+            return
+        try:
+            import llama_cpp
+
+            setter = llama_cpp.llama_set_abort_callback
+            cb_type = llama_cpp.ggml_abort_callback
+        except (ImportError, AttributeError):
+            return
+
+        def abort(_data: Any) -> bool:
+            try:
+                return self._cancelled()
+            except Exception:  # a failing check must not crash llama.cpp's thread
+                return False
+
+        self._abort_cb = cb_type(abort)
+        setter(ctx, self._abort_cb, ctypes.c_void_p(0))
+
+    # -- requests ----------------------------------------------------------------------
+    def _prepared(self, request: NoteRequest) -> NoteRequest:
+        if self.settings.overview:
+            return request
+        return dataclasses.replace(request, overview="")
+
+    def messages(self, request: NoteRequest) -> list[list[dict[str, str]]]:
+        """The chats ``write_notes`` sends, one per part (or one rethink); raises
+        ``ModelError`` for a file that must not be sent to a model."""
+        out = []
+        for call in self._builder.calls(self._prepared(request)):
+            system = "".join(b["text"] for b in call.params["system"])
+            user = "".join(
+                b["text"] for m in call.params["messages"] for b in m["content"] if "text" in b
+            )
+            user += "\n\n" + self._reply_prompt.render()
+            out.append([{"role": "system", "content": system}, {"role": "user", "content": user}])
+        return out
+
+    def schema(self, request: NoteRequest) -> dict[str, Any]:
+        return notes_schema(self.effort, citable_names(request.facts))
+
+    def estimate(self, request: NoteRequest) -> Estimate:
+        chats = self.messages(request)
+        tokens = sum(count_tokens(m["content"]) + 8 for chat in chats for m in chat)
+        return Estimate(tokens, self.max_tokens * len(chats), 0.0, len(chats))
+
+    # -- calls -------------------------------------------------------------------------
+    def write_notes(self, request: NoteRequest) -> NoteDraft:
+        chats = self.messages(request)
+        schema = self.schema(request)
+        if self._cancelled():
+            raise ModelCancelledError("cancelled before the model was called")
+        llm = self.llama()
+        usage: list[Usage] = []
+        drafts: list[list[DraftItem]] = []
+        for chat in chats:
+            text, finish, u = self._complete(llm, chat, schema, tuple(usage))
+            usage.append(u)
+            try:
+                drafts.append(parse_json_reply(text, finish, self.effort))
+            except ModelOutputError as exc:
+                raise ModelOutputError(str(exc), usage=tuple(usage)) from None
+        return NoteDraft(items=merge_parts(drafts), generated=True, usage=tuple(usage))
+
+    def _complete(
+        self,
+        llm: Any,
+        chat: list[dict[str, str]],
+        schema: dict[str, Any],
+        billed: tuple[Usage, ...],
+    ) -> tuple[str, str | None, Usage]:
+        """One streamed chat completion: its text, finish reason and usage."""
+        with self._lock:
+            pieces: list[str] = []
+            finish: str | None = None
+            chunks = 0
+            try:
+                stream = llm.create_chat_completion(
+                    messages=chat,
+                    response_format={"type": "json_object", "schema": schema},
+                    max_tokens=self.max_tokens,
+                    temperature=self.settings.temperature,
+                    seed=self.settings.seed,
+                    stream=True,
+                )
+                for chunk in _chunks(stream):
+                    if self._cancelled():
+                        usage = self._usage(llm, chat, pieces, chunks)
+                        raise ModelCancelledError(
+                            f"cancelled after {usage.output_tokens} generated tokens",
+                            usage=(*billed, usage),
+                        )
+                    chunks += 1
+                    choice = (chunk.get("choices") or [{}])[0]
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        pieces.append(content)
+                    finish = choice.get("finish_reason") or finish
+            except ModelError:
+                raise
+            except ValueError as exc:  # e.g. "Requested tokens (n) exceed context window"
+                raise ModelError(
+                    f"the local model refused the request: {exc}; raise [local] n_ctx or "
+                    "lower [local] part_tokens",
+                    usage=billed,
+                ) from None
+            except RuntimeError as exc:  # llama_decode failed (or was aborted)
+                if self._cancelled():
+                    raise ModelCancelledError(
+                        "cancelled during prompt evaluation", usage=billed
+                    ) from None
+                raise ModelUnavailableError(f"llama.cpp failed: {exc}", usage=billed) from None
+            return "".join(pieces), finish, self._usage(llm, chat, pieces, chunks)
+
+    def _usage(self, llm: Any, chat: list[dict[str, str]], pieces: list[str], chunks: int) -> Usage:
+        """Tokens of one call, by the model's tokenizer: the chat as the template formats it
+        (approximated by its messages' tokens) and the generated text."""
+        prompt = sum(_token_count(llm, m["content"]) for m in chat)
+        completion = max(chunks, _token_count(llm, "".join(pieces)) if pieces else 0)
+        return Usage(model=self.model, input_tokens=prompt, output_tokens=completion)
+
+
+def _chunks(stream: Any) -> Iterator[dict[str, Any]]:
+    """The stream's chunks; the generator is closed when the caller stops early."""
+    try:
+        yield from stream
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _token_count(llm: Any, text: str) -> int:
+    tokenize = getattr(llm, "tokenize", None)
+    if tokenize is None:
+        return count_tokens(text)
+    return len(tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True))
+
+
+def parse_json_reply(text: str, finish: str | None, effort: str) -> list[DraftItem]:
+    """The draft items of one JSON reply; ``ModelOutputError`` if it was cut short, is not
+    JSON, or does not have the ``record_notes`` shape."""
+    if finish == "length":
+        raise ModelOutputError(
+            "the reply was cut at max_tokens before its JSON was complete: raise [local] max_tokens"
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelOutputError(f"the reply is not JSON ({exc}): {text[:120]!r}") from None
+    raw = {"content": [{"type": "tool_use", "name": TOOL_NAME, "input": _clip(data)}]}
+    return parse_reply(raw, effort)
+
+
+def _clip(value: Any, key: str = "") -> Any:
+    """``value`` with over-long texts cut to ``MAX_TEXT_CHARS`` (questions to
+    ``MAX_QUESTION_CHARS``): a small model that rambles loses the tail, not the module."""
+    if isinstance(value, dict):
+        return {k: _clip(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip(v, key) for v in value]
+    if isinstance(value, str) and key in ("text", "answer", "question"):
+        limit = MAX_QUESTION_CHARS if key == "question" else MAX_TEXT_CHARS
+        if len(value) > limit:
+            return value[: limit - 1].rstrip() + "…"
+    return value
