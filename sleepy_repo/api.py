@@ -7,6 +7,7 @@ whose ``to_json`` gives the documented ``--json`` shapes (each with ``schema_ver
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -30,7 +31,7 @@ from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
-from sleepy_repo.notes import Usage
+from sleepy_repo.notes import NoteItem, Usage
 from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.retrieve import Context, context
@@ -581,3 +582,248 @@ def check_mirrors(repo: Repo, files: Iterable[str], *, all_files: bool = False) 
 def import_mirrors(repo: Repo) -> int:
     """Import committed notes (``.sleepy/notes/``) for modules whose current blob they match."""
     return mirror.import_mirrors(repo.root, repo.store)
+
+
+# -- editor (LSP) --------------------------------------------------------------------------
+#: symbol kinds that get a code lens of their own (besides the module's)
+LENS_KINDS = frozenset({"class", "struct", "interface", "enum", "trait"})
+MAX_HOVER_ITEMS = 8
+MAX_MODULE_QA = 5
+
+
+@dataclass(frozen=True)
+class EditorItem:
+    """One note item as an editor shows it, with the note set it comes from."""
+
+    item: NoteItem
+    backend: str
+    model: str
+
+
+@dataclass(frozen=True)
+class HoverNotes:
+    """What a hover at one line serves: the notes of the innermost symbol there that has
+    any, or the module's summary and top Q&A on its header (first line, imports)."""
+
+    path: str
+    target: str  # "symbol" | "module"
+    symbol: str | None  # qualname (target "symbol")
+    kind: str  # the symbol's kind, or "module"
+    start_line: int  # the symbol's span, or the module header (1-based, inclusive)
+    end_line: int
+    signature: str | None
+    items: list[EditorItem]
+    file_changed: bool  # the file on disk is not the content the notes describe
+
+    @property
+    def query(self) -> str:
+        """How the hit log records this hover."""
+        return f"{self.path}:{self.symbol}" if self.symbol else self.path
+
+
+@dataclass(frozen=True)
+class Lens:
+    """A code lens: the note state of a module (``symbol`` None, line 1) or a class."""
+
+    path: str
+    line: int  # 1-based
+    symbol: str | None
+    state: str  # fresh | stale | changed | missing
+    backend: str | None  # the note set counted (None when there is none)
+    qa: int
+    facts: int
+    stale_items: int
+
+    @property
+    def title(self) -> str:
+        parts = [f"notes: {self.state}"]
+        if self.state == "missing":
+            return "notes: missing (run sleepy-repo refresh)"
+        parts.append(f"{self.qa} Q&A")
+        if self.facts:
+            parts.append(f"{self.facts} facts")
+        if self.stale_items:
+            parts.append(f"{self.stale_items} stale")
+        if self.backend and self.backend != "static":
+            parts.append(self.backend)
+        return " · ".join(parts)
+
+
+def _module_row(conn: Any, path: str) -> Any:
+    return conn.execute(
+        "SELECT blob_sha, size, mtime_ns, facts_json IS NOT NULL AS has_facts "
+        "FROM modules WHERE path = ? AND status = 'indexed'",
+        (path,),
+    ).fetchone()
+
+
+def _file_changed(repo: Repo, path: str, row: Any) -> bool:
+    """Whether the work-tree file differs (by size or mtime) from what was indexed."""
+    try:
+        st = os.stat(repo.root / path)
+    except OSError:
+        return True
+    return st.st_size != row["size"] or st.st_mtime_ns != row["mtime_ns"]
+
+
+def _note_sets(conn: Any, path: str, blob_sha: str) -> list[Any]:
+    """The note sets of one blob, model notes first (newest first), static last."""
+    return conn.execute(
+        "SELECT id, backend, model, origin FROM notes WHERE path = ? AND blob_sha = ? "
+        "ORDER BY backend = 'static', created_at DESC",
+        (path, blob_sha),
+    ).fetchall()
+
+
+def _editor_items(conn: Any, sets: list[Any], where: str, args: tuple[Any, ...]) -> list[Any]:
+    if not sets:
+        return []
+    ids = [s["id"] for s in sets]
+    marks = ",".join("?" * len(ids))
+    by_id = {s["id"]: s for s in sets}
+    rows = conn.execute(
+        f"SELECT * FROM note_items WHERE note_id IN ({marks}) AND {where} "
+        "ORDER BY note_id, ordinal",
+        (*ids, *args),
+    ).fetchall()
+    order = {note_id: i for i, note_id in enumerate(ids)}
+    rows.sort(key=lambda r: (order[r["note_id"]], r["ordinal"]))
+    return [(r, by_id[r["note_id"]]) for r in rows]
+
+
+def hover_notes(repo: Repo, path: str, line: int) -> HoverNotes | None:
+    """The notes to show when hovering ``line`` (1-based) of ``path`` (repo-relative), or
+    None (not indexed, no notes there). Reads only the store: nothing is parsed."""
+    with repo.store.read() as conn:
+        row = _module_row(conn, path)
+        if row is None:
+            return None
+        sets = _note_sets(conn, path, row["blob_sha"])
+        if not sets:
+            return None
+        symbols = conn.execute(
+            "SELECT qualname, kind, start_line, end_line, signature FROM symbols "
+            "WHERE path = ? AND start_line <= ? AND end_line >= ? "
+            "ORDER BY start_line DESC, end_line ASC",
+            (path, line, line),
+        ).fetchall()
+        if symbols:
+            names = [s["qualname"] for s in symbols]
+            marks = ",".join("?" * len(names))
+            found = _editor_items(conn, sets, f"symbol IN ({marks})", tuple(names))
+            for sym in symbols:  # innermost first: the first one that has notes
+                mine = [(r, s) for r, s in found if r["symbol"] == sym["qualname"]]
+                if mine:
+                    return HoverNotes(
+                        path=path,
+                        target="symbol",
+                        symbol=sym["qualname"],
+                        kind=sym["kind"],
+                        start_line=sym["start_line"],
+                        end_line=sym["end_line"],
+                        signature=sym["signature"],
+                        items=[_editor_item(r, s) for r, s in mine[:MAX_HOVER_ITEMS]],
+                        file_changed=_file_changed(repo, path, row),
+                    )
+            return None
+        module = _editor_items(conn, sets, "symbol IS NULL", ())
+        header_end = max(
+            (r["end_line"] for r, _ in module if r["start_line"] == 1 and r["kind"] == "summary"),
+            default=1,
+        )
+        if line > header_end and line not in _import_lines(conn, path):
+            return None
+        summaries = [(r, s) for r, s in module if r["kind"] == "summary"][:1]
+        qa = [(r, s) for r, s in module if r["kind"] == "qa"][:MAX_MODULE_QA]
+        if not summaries and not qa:
+            return None
+        return HoverNotes(
+            path=path,
+            target="module",
+            symbol=None,
+            kind="module",
+            start_line=1,
+            end_line=header_end,
+            signature=None,
+            items=[_editor_item(r, s) for r, s in summaries + qa],
+            file_changed=_file_changed(repo, path, row),
+        )
+
+
+def _import_lines(conn: Any, path: str) -> set[int]:
+    """Lines of the module's imports (off the hot path: only for lines outside the header
+    and outside every symbol)."""
+    row = conn.execute(
+        "SELECT json_extract(facts_json, '$.imports') FROM modules WHERE path = ?", (path,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return set()
+    return {int(i["line"]) for i in json.loads(row[0])}
+
+
+def _editor_item(row: Any, note_set: Any) -> EditorItem:
+    return EditorItem(item=item_from_row(row), backend=note_set["backend"], model=note_set["model"])
+
+
+def record_hover_hit(repo: Repo, query: str, paths: list[str]) -> None:
+    """Log a hover that served notes as a query hit (the planner reads hits)."""
+    with repo.store.write() as conn:
+        repo.store.log_hit(conn, "hover", query, paths)
+
+
+def code_lenses(repo: Repo, path: str, backend: str | None = None) -> list[Lens]:
+    """One lens for the module (line 1) and one per class-like symbol: the state of the
+    notes of ``backend`` (default: the configured one; else the best note set there is)
+    and their counts. Empty when ``path`` is not indexed."""
+    backend = backend or repo.config.notes.backend
+    with repo.store.read() as conn:
+        row = _module_row(conn, path)
+        if row is None:
+            return []
+        sets = _note_sets(conn, path, row["blob_sha"])
+        chosen = next((s for s in sets if s["backend"] == backend), sets[0] if sets else None)
+        classes = conn.execute(
+            "SELECT qualname, start_line FROM symbols WHERE path = ? AND kind IN "
+            f"({','.join('?' * len(LENS_KINDS))}) ORDER BY start_line",
+            (path, *sorted(LENS_KINDS)),
+        ).fetchall()
+        items = (
+            conn.execute(
+                "SELECT kind, symbol, stale FROM note_items WHERE note_id = ?", (chosen["id"],)
+            ).fetchall()
+            if chosen is not None
+            else []
+        )
+    changed = _file_changed(repo, path, row)
+
+    def lens(line: int, symbol: str | None, rows: list[Any]) -> Lens:
+        stale_items = sum(1 for r in rows if r["stale"])
+        if chosen is None:
+            state = "missing"
+        elif changed:
+            state = "changed"
+        elif chosen["origin"] != "written" or stale_items:
+            state = "stale"
+        else:
+            state = "fresh"
+        return Lens(
+            path=path,
+            line=line,
+            symbol=symbol,
+            state=state,
+            backend=chosen["backend"] if chosen is not None else None,
+            qa=sum(1 for r in rows if r["kind"] == "qa"),
+            facts=sum(1 for r in rows if r["kind"] == "fact"),
+            stale_items=stale_items,
+        )
+
+    out = [lens(1, None, items)]
+    for c in classes:
+        q = c["qualname"]
+        mine = [
+            r
+            for r in items
+            if r["symbol"] and (r["symbol"] == q or r["symbol"].startswith(q + "."))
+        ]
+        out.append(lens(c["start_line"], q, mine))
+    return out

@@ -255,6 +255,13 @@ def cmd_mcp(repo: str | None) -> int:
     return 0
 
 
+def cmd_lsp(repo: str | None, tcp: str | None, log_file: str | None) -> int:
+    from sleepy_repo.lsp_server import serve  # pygls loads only for this command
+
+    serve(repo, tcp=tcp, log_file=log_file)
+    return 0
+
+
 def cmd_hook(
     repo: str | None, files: list[str], check: bool, all_files: bool, as_json: bool
 ) -> int:
@@ -345,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("mcp", "the MCP server on stdio (stdout carries protocol only)", json_flag=False)
 
+    p = command(
+        "lsp",
+        "the language server (stdio by default; stdout carries protocol only)",
+        json_flag=False,
+    )
+    p.add_argument("--tcp", metavar="HOST:PORT", help="serve on a TCP socket instead of stdio")
+    p.add_argument("--log-file", metavar="FILE", help="write the log here instead of stderr")
+
     hooks = sub.add_parser("hook", help="git hook entry points (see .pre-commit-hooks.yaml)")
     hook_sub = hooks.add_subparsers(dest="hook", required=True, metavar="HOOK")
     hook_help = "notes and their markdown mirror for staged files (never blocks a commit)"
@@ -384,6 +399,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "gc": lambda: cmd_gc(args.repo, args.json),
         "ask": lambda: cmd_ask(args.repo, args.question, args.budget, args.json),
         "mcp": lambda: cmd_mcp(args.repo),
+        "lsp": lambda: cmd_lsp(args.repo, args.tcp, args.log_file),
         "hook": lambda: cmd_hook(args.repo, args.files, args.check, args.all_files, args.json),
     }
     if c == "bench":
