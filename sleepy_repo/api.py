@@ -6,11 +6,13 @@ whose ``to_json`` gives the documented ``--json`` shapes (each with ``schema_ver
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.retrieve import Context, context
 from sleepy_repo.scan import find_root
+from sleepy_repo.scheduler import LOCK_NAME
 from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
 from sleepy_repo.store import NoteStore, item_from_row
 
@@ -321,6 +324,9 @@ def status(repo: Repo) -> dict[str, Any]:
                 "ON m.path = n.path AND m.blob_sha = n.blob_sha GROUP BY n.backend"
             )
         }
+        queue = _queue_json(conn)
+        sleeper = repo.store.get_meta(conn, "sleeper", None)
+        payoff = _payoff_json(conn, repo.config.sleep.payoff_after_days)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -363,6 +369,85 @@ def status(repo: Repo) -> dict[str, Any]:
         },
         "skipped": skipped,
         "warnings": (last or {}).get("warnings", []),
+        "sleeper": _sleeper_json(repo, sleeper),
+        "queue": queue,
+        "payoff": payoff,
+    }
+
+
+QUEUE_SHOWN = 50
+
+
+def _queue_json(conn: Any) -> list[dict[str, Any]]:
+    """Queued model work, in the order the sleeper takes it, with the planner's reasons."""
+    rows = conn.execute(
+        "SELECT path, backend, reason, priority, status, error, reasons_json FROM jobs "
+        "WHERE status IN ('queued', 'batched') ORDER BY priority DESC, path LIMIT ?",
+        (QUEUE_SHOWN,),
+    ).fetchall()
+    out = []
+    for r in rows:
+        try:
+            reasons = json.loads(r["reasons_json"]) if r["reasons_json"] else {}
+        except ValueError:
+            reasons = {}
+        out.append(
+            {
+                "path": r["path"],
+                "backend": r["backend"],
+                "reason": r["reason"],
+                "status": r["status"],
+                "score": round(r["priority"], 4),
+                "reasons": reasons,
+                "last_error": r["error"],
+            }
+        )
+    return out
+
+
+def _sleeper_json(repo: Repo, state: dict[str, Any] | None) -> dict[str, Any]:
+    lock = repo.config.store_dir(repo.root) / LOCK_NAME
+    holder = ""
+    with contextlib.suppress(OSError):
+        holder = lock.read_text(encoding="utf-8").strip()
+    running = holder.isdigit() and activity.pid_alive(int(holder))
+    out: dict[str, Any] = {"running": running, "pid": int(holder) if running else None}
+    out["state"] = (state or {}).get("state") if running else None
+    out["idle_seconds"] = repo.config.sleep.idle_seconds
+    idle = activity.idle_for(repo.store)
+    out["idle_for"] = None if idle == float("inf") else round(idle, 1)
+    return out
+
+
+def _payoff_json(conn: Any, after_days: float) -> dict[str, Any]:
+    """Hits and plausibly saved tokens per module's notes; notes that never paid off."""
+    top = [
+        {"path": r[0], "hits": r[1], "tokens_saved": r[2]}
+        for r in conn.execute(
+            "SELECT p.path, sum(p.hits), sum(p.tokens_saved) FROM payoff p JOIN notes n "
+            "ON n.id = p.note_id JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+            "GROUP BY p.path ORDER BY sum(p.tokens_saved) DESC LIMIT 20"
+        )
+    ]
+    never = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT n.path FROM notes n JOIN modules m ON m.path = n.path "
+            "AND m.blob_sha = n.blob_sha LEFT JOIN payoff p ON p.note_id = n.id "
+            "WHERE n.backend != 'static' AND n.created_at < ? AND p.note_id IS NULL "
+            "ORDER BY n.path",
+            (time.time() - after_days * 86400,),
+        )
+    ]
+    totals = conn.execute(
+        "SELECT coalesce(sum(hits), 0), coalesce(sum(tokens_saved), 0) FROM payoff"
+    ).fetchone()
+    return {
+        "hits": totals[0],
+        "tokens_saved": totals[1],
+        "top": top,
+        "never_paid_off": never,
+        "never_paid_off_after_days": after_days,
     }
 
 
@@ -504,17 +589,64 @@ def gc(repo: Repo) -> dict[str, Any]:
         jobs = conn.execute(
             "DELETE FROM jobs WHERE blob_sha NOT IN (SELECT blob FROM keep)"
         ).rowcount
+        conn.execute("DELETE FROM payoff WHERE note_id NOT IN (SELECT id FROM notes)")
     with repo.store.read() as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
+    over_limit = _shrink(repo)
     return {
         "schema_version": SCHEMA_VERSION,
-        "notes_removed": len(doomed),
+        "notes_removed": len(doomed) + over_limit,
+        "notes_removed_over_limit": over_limit,
+        "limit_bytes": int(repo.config.sleep.store_limit_mb * 1024 * 1024),
         "items_removed": items,
         "jobs_removed": jobs,
         "bytes_before": before,
         "bytes_after": _store_bytes(repo.store),
     }
+
+
+def enforce_store_limit(repo: Repo) -> dict[str, Any] | None:
+    """From idle time: ``gc`` when the store is over ``[sleep] store_limit_mb``."""
+    limit = int(repo.config.sleep.store_limit_mb * 1024 * 1024)
+    if not limit or _store_bytes(repo.store) <= limit:
+        return None
+    return gc(repo)
+
+
+def _shrink(repo: Repo) -> int:
+    """Drop model-written notes until the store is under ``[sleep] store_limit_mb``, those
+    that paid off least, oldest first; the number dropped. Static notes of current blobs
+    stay (cheap to rebuild, and always served)."""
+    limit = int(repo.config.sleep.store_limit_mb * 1024 * 1024)
+    dropped = 0
+    while limit and _store_bytes(repo.store) > limit:
+        with repo.store.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT n.id FROM notes n LEFT JOIN payoff p ON p.note_id = n.id "
+                    "WHERE n.backend != 'static' "
+                    "ORDER BY coalesce(p.hits, 0), n.created_at LIMIT "
+                    "max(1, (SELECT count(*) FROM notes WHERE backend != 'static') / 10)"
+                )
+            ]
+            for note_id in ids:
+                conn.execute("DELETE FROM note_items WHERE note_id = ?", (note_id,))
+                conn.execute("DELETE FROM notes WHERE id = ?", (note_id,))
+                conn.execute("DELETE FROM payoff WHERE note_id = ?", (note_id,))
+        if not ids:
+            log.warning(
+                "the store (%d bytes) stays over [sleep] store_limit_mb: only static notes "
+                "of current files are left",
+                _store_bytes(repo.store),
+            )
+            break
+        dropped += len(ids)
+        with repo.store.read() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+    return dropped
 
 
 def _store_bytes(store: NoteStore) -> int:

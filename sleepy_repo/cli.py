@@ -182,6 +182,25 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
         out.print(
             f"today: {b['today_tokens']:,} tokens, ${b['today_usd']:.4f} (daily limit {limit})"
         )
+    sl = s["sleeper"]
+    idle = "never active" if sl["idle_for"] is None else f"idle for {sl['idle_for']:g} s"
+    if sl["running"]:
+        out.print(
+            f"sleeper: pid {sl['pid']}, {sl['state']} ({idle}; needs {sl['idle_seconds']:g} s)"
+        )
+    else:
+        out.print(f"sleeper: not running ({idle}); start one with `sleepy-repo watch`")
+    if s["queue"]:
+        out.print(f"queue ({len(s['queue'])} shown, most likely asked first):")
+        for q in s["queue"][:10]:
+            why = ", ".join(f"{k} {v:+.2f}" for k, v in q["reasons"].items() if v)
+            error = f" [last error: {q['last_error']}]" if q["last_error"] else ""
+            out.print(f"  {q['score']:6.2f}  {q['path']}  ({q['reason']}: {why}){error}")
+    pay = s["payoff"]
+    out.print(
+        f"payoff: {pay['hits']} note hits, ~{pay['tokens_saved']:,} tokens saved; "
+        f"{len(pay['never_paid_off'])} modules' model notes never served"
+    )
     for sk in s["skipped"]:
         out.print(f"  skipped {sk['path']}: {sk['reason']}")
     return 0
@@ -227,6 +246,54 @@ def cmd_gc(repo: str | None, as_json: bool) -> int:
         f"removed {result['notes_removed']} notes ({result['items_removed']} items); "
         f"store {result['bytes_before']:,} -> {result['bytes_after']:,} bytes"
     )
+    return 0
+
+
+def cmd_watch(
+    repo: str | None, backend: str | None, effort: str | None, poll: bool, as_json: bool
+) -> int:
+    """The watcher + idle-time sleeper daemon, until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from sleepy_repo import daemon
+
+    r = api.open_repo(repo)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("sleepy_repo").setLevel(
+        min(logging.getLogger().level, logging.INFO) or logging.INFO
+    )
+
+    def ready(stats: daemon.WatchStats) -> None:
+        if stats.warning:
+            err.print(f"warning: {stats.warning}", style="yellow", markup=False)
+        err.print(
+            f"watching {r.root} ({stats.mode}); model notes after "
+            f"{r.config.sleep.idle_seconds:g} s idle; Ctrl-C to stop",
+            markup=False,
+        )
+
+    try:
+        stats = daemon.watch(
+            r, backend=backend, effort=effort, force_polling=poll, stop=stop, on_ready=ready
+        )
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    summary = {
+        "schema_version": api.SCHEMA_VERSION,
+        "batches": stats.batches,
+        "events": stats.events,
+        "refreshes": stats.refreshes,
+        "mode": stats.mode,
+        "dependency_changed": sorted(stats.dependency_changed),
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        err.print(f"stopped after {stats.batches} batches ({stats.events} events)")
     return 0
 
 
@@ -360,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", metavar="HOST:PORT", help="serve on a TCP socket instead of stdio")
     p.add_argument("--log-file", metavar="FILE", help="write the log here instead of stderr")
 
+    p = command("watch", "watch the repo: static notes at once, model notes while idle")
+    p.add_argument("--backend", choices=BACKENDS, help="notes backend (default: from config)")
+    p.add_argument("--effort", choices=EFFORTS, help="effort level for model backends")
+    p.add_argument(
+        "--poll", action="store_true", help="poll `git status` instead of file-system events"
+    )
+
     hooks = sub.add_parser("hook", help="git hook entry points (see .pre-commit-hooks.yaml)")
     hook_sub = hooks.add_subparsers(dest="hook", required=True, metavar="HOOK")
     hook_help = "notes and their markdown mirror for staged files (never blocks a commit)"
@@ -400,6 +474,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "ask": lambda: cmd_ask(args.repo, args.question, args.budget, args.json),
         "mcp": lambda: cmd_mcp(args.repo),
         "lsp": lambda: cmd_lsp(args.repo, args.tcp, args.log_file),
+        "watch": lambda: cmd_watch(args.repo, args.backend, args.effort, args.poll, args.json),
         "hook": lambda: cmd_hook(args.repo, args.files, args.check, args.all_files, args.json),
     }
     if c == "bench":

@@ -170,6 +170,25 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class SleepConfig:
+    """The sleep engine (``sleepy-repo watch`` and the language server): when model work
+    runs, and in which order. Planner weights multiply signals that are each in [0, 1]."""
+
+    idle_seconds: float = 30.0  # no editor/watcher activity for this long = idle
+    debounce_seconds: float = field(default=0.05, metadata={"min": 0})  # watcher quiet window
+    poll_seconds: float = 2.0  # `git status` polling when the OS refuses file watches
+    churn_commits: int = 200  # git history window for recency and churn
+    weight_recency: float = field(default=1.0, metadata={"min": 0})
+    weight_churn: float = field(default=1.0, metadata={"min": 0})
+    weight_centrality: float = field(default=1.0, metadata={"min": 0})
+    weight_open: float = field(default=2.0, metadata={"min": 0})
+    weight_hits: float = field(default=1.5, metadata={"min": 0})
+    # notes served this many times or fewer after payoff_after_days count as not paying off
+    payoff_after_days: float = field(default=7.0, metadata={"min": 0})
+    store_limit_mb: float = field(default=0.0, metadata={"min": 0})  # 0 = no limit; gc enforces
+
+
+@dataclass(frozen=True)
 class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     notes: NotesConfig = field(default_factory=NotesConfig)
@@ -178,6 +197,7 @@ class Config:
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    sleep: SleepConfig = field(default_factory=SleepConfig)
 
     def store_dir(self, root: Path) -> Path:
         p = Path(self.store.path)
@@ -192,6 +212,7 @@ _SECTIONS: dict[str, type] = {
     "anthropic": AnthropicConfig,
     "local": LocalConfig,
     "budget": BudgetConfig,
+    "sleep": SleepConfig,
 }
 
 
@@ -353,6 +374,18 @@ budget = 1500
 # daily_usd = 0
 # per_refresh_tokens = 0
 # per_refresh_usd = 0
+
+# The sleep engine (`sleepy-repo watch`, the language server): model notes are written only
+# after idle_seconds without editor or file activity, most-likely-asked modules first.
+# [sleep]
+# idle_seconds = 30
+# churn_commits = 200
+# weight_recency = 1.0
+# weight_churn = 1.0
+# weight_centrality = 1.0
+# weight_open = 2.0
+# weight_hits = 1.5
+# store_limit_mb = 0                  # 0 = no limit; enforced by `gc` and from idle time
 """
 
 
