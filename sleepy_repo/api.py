@@ -783,8 +783,7 @@ class Lens:
 
 def _module_row(conn: Any, path: str) -> Any:
     return conn.execute(
-        "SELECT blob_sha, size, mtime_ns, facts_json IS NOT NULL AS has_facts "
-        "FROM modules WHERE path = ? AND status = 'indexed'",
+        "SELECT blob_sha, size, mtime_ns FROM modules WHERE path = ? AND status = 'indexed'",
         (path,),
     ).fetchone()
 

@@ -141,12 +141,27 @@ def fts_query(terms: list[str]) -> str:
 def bm25_files(conn: sqlite3.Connection, terms: list[str], limit: int = 200) -> list[str]:
     if not terms:
         return []
-    rows = conn.execute(
-        "SELECT m.path FROM files_fts f JOIN modules m ON m.file_rowid = f.rowid "
-        "WHERE files_fts MATCH ? ORDER BY bm25(files_fts, 2.0, 1.0) LIMIT ?",
-        (fts_query(terms), limit),
+    # two steps, not a join: modules has no index on file_rowid, and file_rowid sits after
+    # facts_json (overflow pages), so a join scanned every module per match (5 s on the
+    # CPython stdlib); one scan maps the ranked rowids to paths
+    rowids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT rowid FROM files_fts WHERE files_fts MATCH ? "
+            "ORDER BY bm25(files_fts, 2.0, 1.0) LIMIT ?",
+            (fts_query(terms), limit),
+        )
+    ]
+    if not rowids:
+        return []
+    paths = dict(
+        conn.execute(
+            "SELECT file_rowid, path FROM modules "
+            f"WHERE file_rowid IN ({','.join('?' * len(rowids))})",
+            rowids,
+        ).fetchall()
     )
-    return [r[0] for r in rows]
+    return [paths[r] for r in rowids if r in paths]
 
 
 @dataclass(frozen=True)
