@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ MAX_TEXT_CHARS = 600  # one claim; longer texts are cut (not rejected)
 MAX_QUESTION_CHARS = 200
 MAX_CITES = 3
 MAX_ENUM = 400  # symbols offered for citation (the Anthropic prompt lists as many)
+ABORT_POLL_SECONDS = 0.05  # how often llama.cpp's abort callback asks cancel_check
 INSTALL_HINT = "pip install 'sleepy-repo[local]' (llama-cpp-python builds from source, ~4 min)"
 FETCH_HINT = "python scripts/fetch_model.py"
 
@@ -223,6 +225,8 @@ class LocalBackend:
         self._llm: Any = None
         self._lock = threading.Lock()
         self._abort_cb: Any = None  # keeps the ctypes callback alive while installed
+        self._abort_checked = 0.0  # monotonic time of the abort callback's last check
+        self._abort_state = False
 
     # -- setup -------------------------------------------------------------------------
     def ready(self) -> None:
@@ -284,10 +288,17 @@ class LocalBackend:
             return
 
         def abort(_data: Any) -> bool:
+            # llama.cpp asks between graph nodes, very often: ask cancel_check (which may
+            # read the store) at most every ABORT_POLL_SECONDS
+            now = time.monotonic()
+            if now - self._abort_checked < ABORT_POLL_SECONDS:
+                return self._abort_state
+            self._abort_checked = now
             try:
-                return self._cancelled()
+                self._abort_state = self._cancelled()
             except Exception:  # a failing check must not crash llama.cpp's thread
-                return False
+                self._abort_state = False
+            return self._abort_state
 
         self._abort_cb = cb_type(abort)
         setter(ctx, self._abort_cb, ctypes.c_void_p(0))
@@ -348,7 +359,7 @@ class LocalBackend:
         with self._lock:
             pieces: list[str] = []
             finish: str | None = None
-            chunks = 0
+            self._abort_checked, self._abort_state = 0.0, False
             try:
                 stream = llm.create_chat_completion(
                     messages=chat,
@@ -360,12 +371,11 @@ class LocalBackend:
                 )
                 for chunk in _chunks(stream):
                     if self._cancelled():
-                        usage = self._usage(llm, chat, pieces, chunks)
+                        usage = self._usage(llm, chat, pieces)
                         raise ModelCancelledError(
                             f"cancelled after {usage.output_tokens} generated tokens",
                             usage=(*billed, usage),
                         )
-                    chunks += 1
                     choice = (chunk.get("choices") or [{}])[0]
                     content = (choice.get("delta") or {}).get("content")
                     if content:
@@ -379,19 +389,26 @@ class LocalBackend:
                     "lower [local] part_tokens",
                     usage=billed,
                 ) from None
-            except RuntimeError as exc:  # llama_decode failed (or was aborted)
-                if self._cancelled():
+            except RuntimeError as exc:  # llama_decode failed, or the abort callback fired
+                if self._abort_state or self._cancelled():
+                    usage = self._usage(llm, chat, pieces)
                     raise ModelCancelledError(
-                        "cancelled during prompt evaluation", usage=billed
+                        f"cancelled during a decode, after {usage.output_tokens} generated tokens",
+                        usage=(*billed, usage),
                     ) from None
                 raise ModelUnavailableError(f"llama.cpp failed: {exc}", usage=billed) from None
-            return "".join(pieces), finish, self._usage(llm, chat, pieces, chunks)
+            return "".join(pieces), finish, self._usage(llm, chat, pieces)
 
-    def _usage(self, llm: Any, chat: list[dict[str, str]], pieces: list[str], chunks: int) -> Usage:
-        """Tokens of one call, by the model's tokenizer: the chat as the template formats it
-        (approximated by its messages' tokens) and the generated text."""
-        prompt = sum(_token_count(llm, m["content"]) for m in chat)
-        completion = max(chunks, _token_count(llm, "".join(pieces)) if pieces else 0)
+    def _usage(self, llm: Any, chat: list[dict[str, str]], pieces: list[str]) -> Usage:
+        """Tokens of one call by the model's tokenizer: the reply's text, and the prompt as
+        the chat template formatted it (what the context holds after the call, minus the
+        reply; prefix-cached tokens included)."""
+        completion = _token_count(llm, "".join(pieces)) if pieces else 0
+        held = getattr(llm, "n_tokens", None)
+        if isinstance(held, int) and held > completion:
+            prompt = held - completion
+        else:  # no context to ask (a stand-in): the messages' own tokens
+            prompt = sum(_token_count(llm, m["content"]) for m in chat)
         return Usage(model=self.model, input_tokens=prompt, output_tokens=completion)
 
 
@@ -413,8 +430,8 @@ def _token_count(llm: Any, text: str) -> int:
 
 
 def parse_json_reply(text: str, finish: str | None, effort: str) -> list[DraftItem]:
-    """The draft items of one JSON reply; ``ModelOutputError`` if it was cut short, is not
-    JSON, or does not have the ``record_notes`` shape."""
+    """The draft items of one JSON reply, without repeats; ``ModelOutputError`` if it was
+    cut short, is not JSON, or does not have the ``record_notes`` shape."""
     if finish == "length":
         raise ModelOutputError(
             "the reply was cut at max_tokens before its JSON was complete: raise [local] max_tokens"
@@ -424,7 +441,15 @@ def parse_json_reply(text: str, finish: str | None, effort: str) -> list[DraftIt
     except json.JSONDecodeError as exc:
         raise ModelOutputError(f"the reply is not JSON ({exc}): {text[:120]!r}") from None
     raw = {"content": [{"type": "tool_use", "name": TOOL_NAME, "input": _clip(data)}]}
-    return parse_reply(raw, effort)
+    items = parse_reply(raw, effort)
+    seen: set[tuple[str, str | None, str]] = set()
+    unique = []
+    for item in items:  # a small model repeats itself to fill an array: keep the first
+        key = (item.kind, (item.question or "").casefold(), item.text.casefold())
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
 
 
 def _clip(value: Any, key: str = "") -> Any:
