@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from sleepy_repo.config import Config
 from sleepy_repo.notes import source_lines
@@ -29,13 +31,14 @@ from sleepy_repo.scan import (
     read_module,
     scan,
 )
-from sleepy_repo.store import NoteStore
+from sleepy_repo.store import Chunk, ModuleRows, NoteStore, module_rows
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
 PARALLEL_MIN = 200  # modules to (re)parse before worker processes pay off
 CHUNK_LINES = 60
+WRITE_CACHE_KIB = -65536  # page cache of a batch write (negative: KiB), for index inserts
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -57,9 +60,6 @@ class IndexReport:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-Chunk = tuple[int, int, str | None, str, bool]  # start, end, symbol, text, servable
 
 
 def code_chunks(facts: ModuleFacts, lines: list[str]) -> list[Chunk]:
@@ -128,16 +128,20 @@ def go_module_path(root: Path) -> str | None:
 
 @dataclass
 class Prepared:
-    """One module read, hashed and parsed (possibly in a worker process)."""
+    """One module read, hashed, parsed and turned into rows (possibly in a worker)."""
 
     cand: Candidate
     skipped: str | None = None  # why it could not be read
     same: bool = False  # content unchanged, only the mtime moved
+    # what edges and the report need; its symbols and references are only in ``rows``
     facts: ModuleFacts | None = None
     blob_sha: str = ""
-    text: str = ""
-    warning: str | None = None
-    chunks: list[Chunk] = field(default_factory=list)
+    warning: str | None = None  # from reading (not UTF-8 ...)
+    rows: ModuleRows | None = None  # everything stored about the module
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.rows.chunks if self.rows is not None else []
 
 
 def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
@@ -149,25 +153,47 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
     if content.blob_sha == stored_blob:
         return Prepared(cand, same=True)
     facts = parse_module(cand.path, content.data, cand.lang)
-    return Prepared(
-        cand,
-        facts=facts,
+    rows = module_rows(
+        lang=cand.lang,
         blob_sha=content.blob_sha,
+        size=cand.size,
+        mtime_ns=cand.mtime_ns,
+        warning=_warning(content.warning, facts),
+        facts=facts,
         text=content.text,
-        warning=content.warning,
         chunks=code_chunks(facts, source_lines(content.text)),
     )
+    return Prepared(
+        cand,
+        # symbols and references are the bulk of the facts: they travel back as rows only
+        facts=replace(facts, symbols=[], references=[]),
+        blob_sha=content.blob_sha,
+        warning=content.warning,
+        rows=rows,
+    )
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_workers(fn: Callable[[T], R], items: list[T], *, modules: int) -> Iterator[R]:
+    """``map(fn, items)`` in order; in worker processes when the items cover at least
+    ``PARALLEL_MIN`` modules and there is more than one core (the caller meanwhile stores
+    the results). ``fn`` and the items must pickle; ``fn`` opens its own store connections
+    (never one inherited from the parent)."""
+    if modules < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+        yield from map(fn, items)
+        return
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
+        yield from pool.map(fn, items, chunksize=max(1, min(16, len(items) // 64)))
 
 
 def _prepared(jobs: list[tuple[Path, Candidate, int, str | None]]) -> Iterator[Prepared]:
     """Prepare modules in order; in worker processes when there are many (parsing is the
     CPU-bound part, and the main process meanwhile writes to the store)."""
-    if len(jobs) < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        yield from map(_prepare, jobs)
-        return
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
-        yield from pool.map(_prepare, jobs, chunksize=16)
+    return in_workers(_prepare, jobs, modules=len(jobs))
 
 
 def update_index(
@@ -200,22 +226,36 @@ def update_index(
     old_refs: dict[str, set[str]] = {}
     old_edges: dict[str, set[str]] = {}
     pending: list[tuple[Candidate, object]] = []
-    parsed: dict[str, ModuleFacts] = {}
+    parsed: dict[str, ModuleFacts] = {}  # imports and lines only (see Prepared)
     total = len(todo)
 
     def flush() -> None:
         if not pending:
             return
         with store.write() as conn:
+            conn.execute(f"PRAGMA cache_size = {WRITE_CACHE_KIB}")
+            # rows are replaced in order; a run of new modules goes in as one batch
+            present = _present(conn, [cand.path for cand, _ in pending])
+            run: list[ModuleRows] = []
             for cand, item in pending:
+                row = stored.get(cand.path)
+                if (
+                    isinstance(item, Prepared)
+                    and cand.path not in present
+                    and (row is None or row.status != "indexed")
+                ):
+                    assert item.rows is not None
+                    run.append(item.rows)
+                    continue
+                store.insert_modules(conn, run)
+                run.clear()
                 if isinstance(item, str):  # skipped reason
                     store.put_skipped(conn, cand.path, item)
                     continue
                 if item is None:  # same content, new mtime
                     store.touch_module(conn, cand.path, cand.mtime_ns)
                     continue
-                assert isinstance(item, Prepared) and item.facts is not None
-                row = stored.get(cand.path)
+                assert isinstance(item, Prepared) and item.rows is not None
                 if row is not None and row.status == "indexed":
                     old_refs[cand.path] = {
                         r[0]
@@ -227,17 +267,9 @@ def update_index(
                         r[0]
                         for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (cand.path,))
                     }
-                store.put_module(
-                    conn,
-                    lang=cand.lang,
-                    blob_sha=item.blob_sha,
-                    size=cand.size,
-                    mtime_ns=cand.mtime_ns,
-                    warning=_warning(item.warning, item.facts),
-                    facts=item.facts,
-                    text=item.text,
-                    chunks=item.chunks,
-                )
+                store.delete_module(conn, cand.path)
+                run.append(item.rows)
+            store.insert_modules(conn, run)
         pending.clear()
 
     newly_skipped = [
@@ -329,6 +361,19 @@ def update_index(
         ).fetchone()[0]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _present(conn: sqlite3.Connection, paths: list[str]) -> set[str]:
+    """Which of ``paths`` have a row in ``modules`` now (another process may have written
+    since this one read the store)."""
+    out: set[str] = set()
+    for i in range(0, len(paths), 500):
+        part = paths[i : i + 500]
+        marks = ",".join("?" * len(part))
+        out.update(
+            r[0] for r in conn.execute(f"SELECT path FROM modules WHERE path IN ({marks})", part)
+        )
+    return out
 
 
 def _warning(read_warning: str | None, facts: ModuleFacts) -> str | None:

@@ -20,14 +20,14 @@ import logging
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from sleepy_repo.budget import Budget
 from sleepy_repo.config import DEFAULT_DENY, BudgetConfig
-from sleepy_repo.index import Changed, go_module_path, imported_paths
+from sleepy_repo.index import Changed, go_module_path, imported_paths, in_workers
 from sleepy_repo.jobs import (
     BatchBackend,
     Job,
@@ -52,7 +52,7 @@ from sleepy_repo.parse import parse_module
 from sleepy_repo.parse.facts import ModuleFacts
 from sleepy_repo.redact import DenyList
 from sleepy_repo.scan import blob_sha
-from sleepy_repo.store import NoteStore
+from sleepy_repo.store import NoteRows, NoteStore, note_rows
 from sleepy_repo.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -207,24 +207,62 @@ def write_notes(
         )
         return report
 
-    batch: list[ModuleNotes] = []
+    batch: list[NoteRows] = []
+    for i, (path, noted) in enumerate(_static_notes(root, store, backend, todo, effort)):
+        if isinstance(noted, str):  # a backend failure loses this module's notes, not the run
+            log.warning("notes for %s failed: %s", path, noted)
+            report.failed.append((path, noted))
+        elif noted is not None:
+            batch.append(noted)
+            report.dropped_citations += noted.dropped_citations
+        if len(batch) >= 100:
+            report.written += _store_rows(store, batch)
+        if progress:
+            progress(i + 1, len(todo))
+    report.written += _store_rows(store, batch)
+    return report
+
+
+NOTE_CHUNK = 16  # modules per task when static notes are written in worker processes
+
+
+def _static_notes(
+    root: Path, store: NoteStore, backend: Backend, todo: list[tuple[str, str]], effort: str
+) -> Iterator[tuple[str, NoteRows | str | None]]:
+    """Each module's notes as rows ready to store, in order (None: it changed since it was
+    indexed; a string: why the backend failed); in worker processes when there are many."""
+    jobs = [
+        (root, store, backend, effort, todo[i : i + NOTE_CHUNK])
+        for i in range(0, len(todo), NOTE_CHUNK)
+    ]
+    for done in in_workers(_note_chunk, jobs, modules=len(todo)):
+        yield from done
+
+
+def _note_chunk(
+    job: tuple[Path, NoteStore, Backend, str, list[tuple[str, str]]],
+) -> list[tuple[str, NoteRows | str | None]]:
+    root, store, backend, effort, todo = job
+    lines_of = work_tree_lines(root)
+    out: list[tuple[str, NoteRows | str | None]] = []
     with store.read() as conn:
-        for i, (path, blob) in enumerate(todo):
+        for path, blob in todo:
             try:
                 notes = _note_one(root, conn, backend, path, blob, effort, lines_of)
-            except Exception as exc:  # a backend failure loses this module's notes, not the run
-                log.warning("notes for %s failed: %s", path, exc)
-                report.failed.append((path, str(exc)))
-                notes = None
-            if notes is not None:
-                batch.append(notes)
-                report.dropped_citations += notes.dropped_citations
-            if len(batch) >= 100:
-                report.written += _store_batch(store, batch, backend)
-            if progress:
-                progress(i + 1, len(todo))
-    report.written += _store_batch(store, batch, backend)
-    return report
+            except Exception as exc:
+                out.append((path, str(exc)))
+                continue
+            out.append((path, None if notes is None else note_rows(notes)))
+    return out
+
+
+def _store_rows(store: NoteStore, batch: list[NoteRows]) -> int:
+    n = len(batch)
+    if batch:
+        with store.write() as conn:
+            store.insert_notes(conn, batch, origin="written")
+        batch.clear()
+    return n
 
 
 def _store_batch(store: NoteStore, batch: list[ModuleNotes], backend: Backend) -> int:

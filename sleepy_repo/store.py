@@ -385,71 +385,82 @@ class NoteStore:
         chunks: list[tuple[int, int, str | None, str, bool]],
     ) -> None:
         """Replace everything stored about one module with its new facts and chunks."""
-        path = facts.path
-        NoteStore.delete_module(conn, path)
-        cur = conn.execute(
-            "INSERT INTO files_fts(path, body) VALUES (?, ?)", (path_words(path), fts_text(text))
+        NoteStore.delete_module(conn, facts.path)
+        rows = module_rows(
+            lang=lang,
+            blob_sha=blob_sha,
+            size=size,
+            mtime_ns=mtime_ns,
+            warning=warning,
+            facts=facts,
+            text=text,
+            chunks=chunks,
         )
-        conn.execute(
+        NoteStore.insert_modules(conn, [rows])
+
+    @staticmethod
+    def insert_modules(conn: sqlite3.Connection, batch: list[ModuleRows]) -> None:
+        """Insert modules that have no rows in the store (``delete_module`` them first):
+        one ``executemany`` per table for the whole batch.
+
+        Ids are assigned here, in order, as SQLite would (max + 1; the write transaction
+        holds the lock), so a batch stores exactly what one insert per row would. No
+        statement touches a full-text table between its inserts, so FTS5 keeps them in
+        memory until the commit instead of writing a small segment per module."""
+        if not batch:
+            return
+        file_id = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM files_fts").fetchone()[0]
+        chunk_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
+        now = time.time()
+        modules = []
+        files = []
+        chunks = []
+        chunks_fts = []
+        for i, m in enumerate(batch):
+            modules.append(
+                (
+                    m.path,
+                    m.lang,
+                    m.blob_sha,
+                    m.size,
+                    m.mtime_ns,
+                    m.warning,
+                    m.line_count,
+                    m.facts_json,
+                    file_id + i,
+                    now,
+                )
+            )
+            files.append((file_id + i, m.path_words, m.body))
+            for (start, end, symbol, text, servable), indexed in zip(
+                m.chunks, m.chunks_fts, strict=True
+            ):
+                chunks.append((chunk_id, m.path, start, end, symbol, text, int(servable)))
+                chunks_fts.append((chunk_id, text if indexed is None else indexed))
+                chunk_id += 1
+        conn.executemany("INSERT INTO files_fts(rowid, path, body) VALUES (?, ?, ?)", files)
+        conn.executemany(
             "INSERT INTO modules(path, lang, blob_sha, size, mtime_ns, status, warning, "
             "line_count, facts_json, file_rowid, updated_at) "
             "VALUES (?, ?, ?, ?, ?, 'indexed', ?, ?, ?, ?, ?)",
-            (
-                path,
-                lang,
-                blob_sha,
-                size,
-                mtime_ns,
-                warning,
-                facts.line_count,
-                json.dumps(facts.to_dict()),
-                cur.lastrowid,
-                time.time(),
-            ),
+            modules,
         )
         conn.executemany(
             "INSERT INTO symbols(path, qualname, name, kind, start_line, end_line, signature, "
             "exported) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    path,
-                    s.qualname,
-                    s.name,
-                    s.kind,
-                    s.start_line,
-                    s.end_line,
-                    s.signature,
-                    int(s.exported),
-                )
-                for s in facts.symbols
-            ],
+            [row for m in batch for row in m.symbols],
         )
-        refs = facts.references
-        callers = enclosing_symbols(facts.symbols, [r.line for r in refs])
         conn.executemany(
             "INSERT INTO refs(path, lang, name, line, caller, caller_start, caller_end) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    path,
-                    lang,
-                    r.name,
-                    r.line,
-                    *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
-                )
-                for r, s in zip(refs, callers, strict=True)
-            ],
+            [row for m in batch for row in m.refs],
         )
-        for start, end, symbol, chunk_text, servable in chunks:
-            cur = conn.execute(
-                "INSERT INTO chunks(path, start_line, end_line, symbol, text, servable) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (path, start, end, symbol, chunk_text, int(servable)),
-            )
-            conn.execute(
-                "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
-                (cur.lastrowid, fts_text(chunk_text)),
-            )
+        conn.executemany(
+            "INSERT INTO chunks(id, path, start_line, end_line, symbol, text, servable) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            chunks,
+        )
+        conn.executemany("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)", chunks_fts)
 
     @staticmethod
     def set_edges(conn: sqlite3.Connection, src: str, dsts: list[str]) -> None:
@@ -487,74 +498,46 @@ class NoteStore:
 
     @staticmethod
     def put_notes(conn: sqlite3.Connection, notes: ModuleNotes, *, origin: str) -> None:
-        """Insert or replace the notes of one key (items + FTS rows, in the caller's tx).
+        """Insert or replace the notes of one key (items + FTS rows, in the caller's tx)."""
+        NoteStore.insert_notes(conn, [note_rows(notes)], origin=origin)
 
-        Each item is searchable by its question, its text (camelCase split) and its terms:
-        the module path's words and the item's symbol.
-        """
-        path_terms = path_words(notes.key.path)
-        k = notes.key
-        conn.execute(
-            "DELETE FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
-            "AND backend = ? AND model = ? AND effort = ?",
-            (k.path, k.blob_sha, k.prompt_version, k.backend, k.model, k.effort),
-        )
-        cur = conn.execute(
-            "INSERT INTO notes(path, blob_sha, prompt_version, backend, model, effort, origin, "
-            "dropped_citations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                k.path,
-                k.blob_sha,
-                k.prompt_version,
-                k.backend,
-                k.model,
-                k.effort,
-                origin,
-                notes.dropped_citations,
-                time.time(),
-            ),
-        )
-        note_id = cur.lastrowid
-        # ids are assigned here (the write transaction holds the lock) so both tables can
-        # be filled with executemany
-        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM note_items").fetchone()[0]
-        rows = []
-        fts_rows = []
-        for i, item in enumerate(notes.items):
-            rows.append(
-                (
-                    first + i,
-                    note_id,
-                    i,
-                    item.kind,
-                    item.question,
-                    item.text,
-                    item.symbol,
-                    item.start_line,
-                    item.end_line,
-                    citations_to_json(item.citations),
-                    int(item.generated),
-                    int(item.stale),
-                    k.path,
-                )
+    @staticmethod
+    def insert_notes(conn: sqlite3.Connection, batch: list[NoteRows], *, origin: str) -> None:
+        """Insert or replace the notes of each key in ``batch``, in order.
+
+        Ids are assigned here (the write transaction holds the lock), as SQLite would, so
+        the items of a whole batch go in with one ``executemany`` per table. Notes that
+        already exist under a key are deleted first (rare: the delete cascades to the items
+        and their FTS rows, which makes FTS5 write out what it holds in memory)."""
+        items: list[tuple[Any, ...]] = []
+        fts: list[tuple[Any, ...]] = []
+        note_id = item_id = 0
+        for rows in batch:
+            key = rows.key
+            old = conn.execute(
+                "SELECT id FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
+                "AND backend = ? AND model = ? AND effort = ?",
+                key,
+            ).fetchone()
+            if old is not None or not note_id:
+                _insert_items(conn, items, fts)
+                if old is not None:
+                    conn.execute("DELETE FROM notes WHERE id = ?", (old[0],))
+                note_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM notes").fetchone()[0]
+                item_id = conn.execute(
+                    "SELECT coalesce(max(id), 0) + 1 FROM note_items"
+                ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO notes(id, path, blob_sha, prompt_version, backend, model, effort, "
+                "origin, dropped_citations, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (note_id, *key, origin, rows.dropped_citations, time.time()),
             )
-            fts_rows.append(
-                (
-                    first + i,
-                    fts_text(item.question or ""),
-                    fts_text(item.text),
-                    path_terms + " " + fts_text((item.symbol or "").replace(".", " ")),
-                )
-            )
-        conn.executemany(
-            "INSERT INTO note_items(id, note_id, ordinal, kind, question, text, symbol, "
-            "start_line, end_line, citations_json, generated, stale, path) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)", fts_rows
-        )
+            for i, (item, indexed) in enumerate(zip(rows.items, rows.fts, strict=True)):
+                items.append((item_id + i, note_id, i, *item, key[0]))
+                fts.append((item_id + i, *indexed))
+            note_id += 1
+            item_id += len(rows.items)
+        _insert_items(conn, items, fts)
 
     @staticmethod
     def load_items(conn: sqlite3.Connection, key: NoteKey) -> list[NoteItem]:
@@ -606,6 +589,158 @@ class NoteStore:
             "INSERT INTO hits(ts, source, query, paths_json) VALUES (?, ?, ?, ?)",
             (time.time(), source, query, json.dumps(paths)),
         )
+
+
+def _insert_items(
+    conn: sqlite3.Connection, items: list[tuple[Any, ...]], fts: list[tuple[Any, ...]]
+) -> None:
+    conn.executemany(
+        "INSERT INTO note_items(id, note_id, ordinal, kind, question, text, symbol, "
+        "start_line, end_line, citations_json, generated, stale, path) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        items,
+    )
+    conn.executemany("INSERT INTO items_fts(rowid, question, text, terms) VALUES (?, ?, ?, ?)", fts)
+    items.clear()
+    fts.clear()
+
+
+Chunk = tuple[int, int, str | None, str, bool]  # start, end, symbol, text, servable
+
+
+@dataclass
+class ModuleRows:
+    """Everything stored about one indexed module, as rows ready to insert. Built by
+    ``module_rows``, which needs no store: index workers build them in parallel."""
+
+    path: str
+    lang: str
+    blob_sha: str
+    size: int
+    mtime_ns: int
+    warning: str | None
+    line_count: int
+    facts_json: str
+    path_words: str
+    body: str  # the file as files_fts indexes it
+    symbols: list[tuple[Any, ...]]
+    refs: list[tuple[Any, ...]]
+    chunks: list[Chunk]
+    chunks_fts: list[str | None]  # each chunk as chunks_fts indexes it; None: unchanged
+
+
+def module_rows(
+    *,
+    lang: str,
+    blob_sha: str,
+    size: int,
+    mtime_ns: int,
+    warning: str | None,
+    facts: ModuleFacts,
+    text: str,
+    chunks: list[Chunk],
+) -> ModuleRows:
+    path = facts.path
+    body = fts_text(text)
+    refs = facts.references
+    callers = enclosing_symbols(facts.symbols, [r.line for r in refs])
+    return ModuleRows(
+        path=path,
+        lang=lang,
+        blob_sha=blob_sha,
+        size=size,
+        mtime_ns=mtime_ns,
+        warning=warning,
+        line_count=facts.line_count,
+        facts_json=json.dumps(facts.to_dict()),
+        path_words=path_words(path),
+        body=body,
+        symbols=[
+            (
+                path,
+                s.qualname,
+                s.name,
+                s.kind,
+                s.start_line,
+                s.end_line,
+                s.signature,
+                int(s.exported),
+            )
+            for s in facts.symbols
+        ],
+        refs=[
+            (
+                path,
+                lang,
+                r.name,
+                r.line,
+                *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
+            )
+            for r, s in zip(refs, callers, strict=True)
+        ],
+        chunks=chunks,
+        chunks_fts=_chunks_fts(text, body, chunks),
+    )
+
+
+def _chunks_fts(text: str, body: str, chunks: list[Chunk]) -> list[str | None]:
+    """Each chunk as FTS indexes it, cut from the file's ``fts_text`` (one regex pass per
+    file, not per chunk): ``fts_text`` only inserts spaces between two letters or digits,
+    so it keeps every line break and the file's lines map one to one. None: no change."""
+    lines = text.split("\n")
+    indexed = body.split("\n")
+    if len(lines) != len(indexed):  # cannot happen; keep the per-chunk pass as the rule
+        out = [fts_text(c[3]) for c in chunks]
+        return [None if t == c[3] else t for t, c in zip(out, chunks, strict=True)]
+    stripped = [line[:-1] if line.endswith("\r") else line for line in indexed]
+    result: list[str | None] = []
+    for start, end, _, chunk_text, _ in chunks:
+        t = "\n".join(stripped[start - 1 : end])
+        result.append(None if t == chunk_text else t)
+    return result
+
+
+@dataclass
+class NoteRows:
+    """The notes of one key as rows ready to insert (``note_rows``; no store needed)."""
+
+    key: tuple[str, str, str, str, str, str]  # path, blob, prompt version, backend, model, effort
+    dropped_citations: int
+    items: list[tuple[Any, ...]]  # kind, question, text, symbol, start, end, citations, gen, stale
+    fts: list[tuple[str, str, str]]  # question, text, terms as items_fts indexes them
+
+
+def note_rows(notes: ModuleNotes) -> NoteRows:
+    """Each item is searchable by its question, its text (camelCase split) and its terms:
+    the module path's words and the item's symbol."""
+    k = notes.key
+    path_terms = path_words(k.path)
+    return NoteRows(
+        key=(k.path, k.blob_sha, k.prompt_version, k.backend, k.model, k.effort),
+        dropped_citations=notes.dropped_citations,
+        items=[
+            (
+                item.kind,
+                item.question,
+                item.text,
+                item.symbol,
+                item.start_line,
+                item.end_line,
+                citations_to_json(item.citations),
+                int(item.generated),
+                int(item.stale),
+            )
+            for item in notes.items
+        ],
+        fts=[
+            (
+                fts_text(item.question or ""),
+                fts_text(item.text),
+                path_terms + " " + fts_text((item.symbol or "").replace(".", " ")),
+            )
+            for item in notes.items
+        ],
+    )
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sleepy_repo.config import DEFAULT_DENY
-from sleepy_repo.redact import DenyList, entropy, redact, unsendable
+from sleepy_repo.redact import _TRIGGER, DenyList, _triggered, entropy, redact, unsendable
 
 SECRETS = [
     (
@@ -116,3 +118,24 @@ def test_unsendable() -> None:
     assert unsendable(b"print(1)\n", 100) is None
     assert "size limit" in (unsendable(b"x" * 101, 100) or "")
     assert "binary" in (unsendable(b"\x7fELF\0\0", 100) or "")
+
+
+TRIGGER_TEXT = st.text(
+    alphabet=st.sampled_from([*"akeysKEYSthAUTHpwdPWD_-:/.x \n", "K", "ſ", "İ", "é"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=TRIGGER_TEXT)
+def test_the_fast_trigger_check_agrees_with_the_trigger_pattern(text: str) -> None:
+    """Redaction skips text without any trigger; the ASCII shortcut must skip exactly what
+    the (case-insensitive) pattern skips, or a secret could slip through."""
+    assert _triggered(text) == (_TRIGGER.search(text) is not None)
+
+
+@pytest.mark.parametrize("word", _TRIGGER.pattern.replace("\\", "").split("|"))
+def test_every_trigger_alternative_triggers_in_any_case(word: str) -> None:
+    for w in [word.replace("[pousr]", c) for c in "pousr"] if "[" in word else [word]:
+        for text in (w, w.upper(), w.lower(), f"x = {w.title()}!"):
+            assert _triggered(text), text

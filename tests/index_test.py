@@ -1,0 +1,137 @@
+"""Indexing stores the same rows however the work is split: in worker processes or not, in
+batches or one module at a time. Retrieval ranks by what is in these tables (full-text
+indexes included), so "the same" means identical rows and identical FTS index content."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sleepy_repo import api
+from sleepy_repo import index as index_mod
+from sleepy_repo.index import code_chunks
+from sleepy_repo.notes import source_lines
+from sleepy_repo.parse import parse_module
+from sleepy_repo.store import _chunks_fts, fts_text
+
+from helpers import git
+
+QUERIES = {
+    # mtimes and timestamps differ between any two builds; nothing else may
+    "modules": "SELECT path, lang, blob_sha, size, status, reason, warning, line_count, "
+    "facts_json, file_rowid FROM modules ORDER BY path",
+    "symbols": "SELECT rowid, * FROM symbols ORDER BY rowid",
+    "refs": "SELECT rowid, * FROM refs ORDER BY rowid",
+    "chunks": "SELECT * FROM chunks ORDER BY id",
+    "edges": "SELECT * FROM edges ORDER BY src, dst",
+    "notes": "SELECT id, path, blob_sha, prompt_version, backend, model, effort, origin, "
+    "dropped_citations FROM notes ORDER BY id",
+    "note_items": "SELECT * FROM note_items ORDER BY id",
+    "files_fts": "SELECT rowid, path, body FROM files_fts ORDER BY rowid",
+    "items_fts": "SELECT rowid, question, text, terms FROM items_fts ORDER BY rowid",
+    "chunks_fts": "SELECT rowid, text FROM chunks_fts ORDER BY rowid",
+}
+FTS = ("files_fts", "items_fts", "chunks_fts")
+
+
+def stored_rows(repo: api.Repo) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored row that indexing and static notes write, and each FTS index's terms
+    (``fts5vocab``: term, document, column, offset)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with repo.store.read() as conn:
+        for name, query in QUERIES.items():
+            out[name] = [tuple(r) for r in conn.execute(query)]
+        for fts in FTS:
+            vocab = f"temp.v_{fts}"
+            conn.execute(f"CREATE VIRTUAL TABLE {vocab} USING fts5vocab(main, {fts}, instance)")
+            out[f"{fts} terms"] = [tuple(r) for r in conn.execute(f"SELECT * FROM {vocab}")]
+    return out
+
+
+def edit(root: Path, first: bool) -> None:
+    """The same edits in any copy: change a module, delete one, add one."""
+    mods = sorted(p for p in root.rglob("*.py") if ".git" not in p.parts)
+    if first:
+        mods[0].write_text(mods[0].read_text() + "\n\ndef addedLater(secret_key):\n    pass\n")
+        mods[-1].unlink()
+        new = '"""New."""\nimport os\n\nclass FreshThing:\n    x = 1\n'
+        (root / "brand_new.py").write_text(new)
+    else:
+        (root / "brand_new.py").write_text('"""Newer."""\n\ndef fresh_thing():\n    return 2\n')
+
+
+@pytest.mark.parametrize("name", ["shop", "relay"])
+def test_a_parallel_build_stores_exactly_what_a_serial_build_stores(
+    make_repo, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    pools = []
+    real_pool = index_mod.ProcessPoolExecutor
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pools.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(index_mod, "ProcessPoolExecutor", counted)
+    serial, parallel = make_repo(name), make_repo(name)
+    repos = {}
+    for root, threshold in ((serial, 10**9), (parallel, 1)):
+        monkeypatch.setattr(index_mod, "PARALLEL_MIN", threshold)
+        repos[root] = api.open_repo(root)
+        api.refresh(repos[root])
+    assert len(pools) == 2  # parsing, then static notes
+    assert stored_rows(repos[serial]) == stored_rows(repos[parallel])
+    for first in (True, False):  # incremental refreshes: replaced, removed, added modules
+        for root, threshold in ((serial, 10**9), (parallel, 1)):
+            edit(root, first)
+            git(root, "add", "-A")
+            monkeypatch.setattr(index_mod, "PARALLEL_MIN", threshold)
+            api.refresh(repos[root])
+        assert stored_rows(repos[serial]) == stored_rows(repos[parallel])
+    assert repos[parallel].store.integrity_errors() == []
+
+
+def test_batched_inserts_match_inserts_one_module_at_a_time(
+    make_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of new modules goes in with one insert per table; with a batch of one, each
+    module is written on its own, as before batching."""
+    one, many = make_repo("shop"), make_repo("shop")
+    rows = []
+    for root, batch in ((one, 1), (many, 10**6)):
+        monkeypatch.setattr(index_mod, "BATCH", batch)
+        repo = api.open_repo(root)
+        api.refresh(repo)
+        rows.append(stored_rows(repo))
+    assert rows[0] == rows[1]
+
+
+def test_rebuilt_store_matches_the_first_build(make_repo, tmp_path: Path) -> None:
+    root = make_repo("relay")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    first = stored_rows(repo)
+    shutil.rmtree(root / ".sleepy")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    assert stored_rows(repo) == first
+
+
+TEXT = st.text(alphabet=st.sampled_from(list("aZ9_ \t\r\n\x0c\x1e\x85\u2028éÉx(")), max_size=400)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=TEXT)
+def test_chunks_as_indexed_are_cut_from_the_indexed_file(text: str) -> None:
+    """``fts_text`` of each chunk == that chunk's lines of ``fts_text`` of the whole file."""
+    source = "def fooBar():\n    return 1\n" + text + "\nclass BazQux:\n    aB = 1\n"
+    facts = parse_module("m.py", source.encode("utf-8", "surrogatepass"), "python")
+    chunks = code_chunks(facts, source_lines(source))
+    got = _chunks_fts(source, fts_text(source), chunks)
+    want = [fts_text(c[3]) for c in chunks]
+    assert [w if g is None else g for g, w in zip(got, want, strict=True)] == want
+    assert all(g is None or g != c[3] for g, c in zip(got, chunks, strict=True))
