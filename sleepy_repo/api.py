@@ -36,6 +36,7 @@ from sleepy_repo.models import ready as backend_ready
 from sleepy_repo.notes import NoteItem, Usage
 from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
+from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import Context, context
 from sleepy_repo.scan import find_root
 from sleepy_repo.scheduler import LOCK_NAME
@@ -531,7 +532,8 @@ def get_context(
             raise SleepyError(
                 f"{repo.root} has no index yet: run `sleepy-repo refresh --repo {repo.root}`"
             )
-    return context(repo.store, question, budget, log_source=source)
+    deny = DenyList(repo.config.scan.deny)
+    return context(repo.store, question, budget, log_source=source, deny=deny)
 
 
 # -- gc ------------------------------------------------------------------------------------

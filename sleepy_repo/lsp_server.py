@@ -67,6 +67,7 @@ from pygls.uris import from_fs_path, to_fs_path
 from sleepy_repo import __version__, activity, api
 from sleepy_repo.config import BACKENDS
 from sleepy_repo.errors import SleepyError
+from sleepy_repo.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -453,8 +454,8 @@ def render_hover(h: api.HoverNotes, root: Path) -> str:
     else:
         head = f"**{md(h.path)}** (module)"
     lines.append(f"{head} · {citation_link(root, h.path, h.start_line, h.end_line)}")
-    if h.signature:
-        lines += ["", code(h.signature)]
+    if h.signature:  # (a default value may be a secret: redacted like note text)
+        lines += ["", code(redact_text(h.signature))]
     if h.file_changed:
         lines += ["", CHANGED]
     lines.append("")

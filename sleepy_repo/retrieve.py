@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sleepy_repo.notes import Citation, NoteItem
+from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
 from sleepy_repo.tokens import count_tokens
 
@@ -355,7 +356,10 @@ def pack(
     budget: int,
     *,
     max_files: int = 40,
+    deny: DenyList | None = None,
 ) -> Context:
+    """Pack the best items within ``budget``. Code is served redacted, and never from a
+    deny-listed file (what is served goes on to an agent's model)."""
     ctx = Context(question=question, budget=budget, ranking=ranking.files)
     files = ranking.files[:max_files]
     active = active_items(conn, [p for p, _ in files])
@@ -409,13 +413,15 @@ def pack(
             break
         if chunk.path not in served or not chunk.servable:
             continue
+        if deny is not None and deny.denied(chunk.path):
+            continue
         code = ContextItem(
             path=chunk.path,
             start_line=chunk.start_line,
             end_line=chunk.end_line,
             symbol=chunk.symbol,
             kind="code",
-            text=chunk.text,
+            text=redact_text(chunk.text),
             generated=False,
             stale=False,
             score=score_of.get(chunk.path, 0.0),
@@ -454,11 +460,16 @@ def pack_paths(ranking: Ranking, question: str, budget: int) -> Context:
 
 
 def context(
-    store: NoteStore, question: str, budget: int, *, log_source: str | None = None
+    store: NoteStore,
+    question: str,
+    budget: int,
+    *,
+    log_source: str | None = None,
+    deny: DenyList | None = None,
 ) -> Context:
     with store.read() as conn:
         ranking = rank(conn, question)
-        ctx = pack(ranking, conn, question, budget)
+        ctx = pack(ranking, conn, question, budget, deny=deny)
     if log_source:
         with store.write() as conn:
             served: dict[str, int] = defaultdict(int)
