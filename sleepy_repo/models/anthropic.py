@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -497,8 +498,9 @@ class AnthropicBackend:
 
 # -- replies -------------------------------------------------------------------------------
 def _fence(text: str, tag: str) -> str:
-    """``text`` with anything that could close its delimiter neutralised."""
-    return text.replace(f"</{tag}", f"<\\/{tag}")
+    """``text`` with anything that could close its delimiter neutralised (in any case or
+    spacing: ``</TAG >`` and ``< / tag>`` read as closing tags too)."""
+    return re.sub(rf"<(\s*)/(?=\s*{tag})", r"<\1\\/", text, flags=re.IGNORECASE)
 
 
 def _file_block(path: str, body: str) -> str:
