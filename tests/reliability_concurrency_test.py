@@ -8,14 +8,19 @@ the user, and the full-text indexes stay consistent with their rows.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from reliability_crash_test import _duplicates
+from reliability_rpc import Server, text_document
 
+from sleepy_repo import store as store_mod
 from sleepy_repo.store import NoteStore
 
 from helpers import EXE, ROOT, git
@@ -248,8 +253,195 @@ def test_processes_opening_a_store_at_once(tmp_path: Path, old: bool) -> None:
             _, errs = p.communicate(timeout=60)
             assert p.returncode == 0, errs
         with store.read() as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            assert version == store_mod.SCHEMA_VERSION
             opened = conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'opened-%'")
             assert opened.fetchone()[0] == n  # no process wrote into a replaced file
         assert store.integrity_errors() == []
         assert not [q for q in directory.iterdir() if q.name.endswith(".tmp")]
+
+
+# -- the long-running executables: lsp and watch -------------------------------------------
+QUESTIONS = ["coupon discount before VAT", "cart quantity limit", "money rounding", "stock"]
+OPENED = ["shop/cart.py", "shop/tax.py", "shop/pricing.py", "web/src/format.ts"]
+
+
+def _lsp_storm(
+    srv: Server, repo: Path, n: int, stop_after: threading.Event, window: int = 8
+) -> dict[str, Any]:
+    """``n`` ``sleepy/context`` requests (``window`` in flight at a time), each round with
+    didOpen/didChange/didSave of an open file and a hover; every reply recorded."""
+    out: dict[str, Any] = {"context": [], "hover": [], "questions": []}
+    version = 1
+    for start in range(0, n, window):
+        ids = []
+        for i in range(start, min(n, start + window)):
+            question = f"{QUESTIONS[i % len(QUESTIONS)]} #{i}"
+            out["questions"].append(question)
+            ids.append(srv.send("sleepy/context", {"question": question, "budget": 400}))
+        rel = OPENED[start // window % len(OPENED)]
+        doc = repo / rel
+        version += 1
+        srv.notify(
+            "textDocument/didOpen",
+            {"textDocument": text_document(doc, doc.read_text(), version)},
+        )
+        srv.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": doc.as_uri(), "version": version},
+                "contentChanges": [{"text": f"# unsaved {start}\n"}],
+            },
+        )
+        srv.notify("textDocument/didSave", {"textDocument": {"uri": doc.as_uri()}})
+        hover_id = srv.send(
+            "textDocument/hover",
+            {
+                "textDocument": {"uri": (repo / "shop" / "cart.py").as_uri()},
+                "position": {"line": 31, "character": 8},
+            },
+        )
+        out["context"] += [srv.wait(i) for i in ids]
+        out["hover"].append(srv.wait(hover_id))
+    stop_after.set()
+    return out
+
+
+def _sleepy_config(repo: Path) -> None:
+    (repo / ".sleepy").mkdir(exist_ok=True)
+    (repo / ".sleepy" / "config.toml").write_text(
+        '[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = 0.3\ndebounce_seconds = 0.1\n'
+    )
+
+
+def _settled(store: NoteStore) -> bool:
+    with store.read() as conn:
+        missing = conn.execute(
+            "SELECT count(*) FROM modules m WHERE m.status = 'indexed' AND NOT EXISTS ("
+            "SELECT 1 FROM notes n WHERE n.path = m.path AND n.blob_sha = m.blob_sha "
+            "AND n.backend = 'fake')"
+        ).fetchone()[0]
+        queued = conn.execute(
+            "SELECT count(*) FROM jobs WHERE backend = 'fake' AND status = 'queued'"
+        ).fetchone()[0]
+    return missing == 0 and queued == 0
+
+
+def _bursts(repo: Path, seconds: float) -> None:
+    """Edits in bursts with idle gaps, so the watcher's sleeper writes notes in between."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        for _ in range(5):
+            rel = EDITS[n % len(EDITS)]
+            p = repo / rel
+            comment = "//" if rel.endswith(".ts") else "#"
+            p.write_text(p.read_text() + f"{comment} burst {n}\n")
+            n += 1
+            time.sleep(0.02)
+        time.sleep(0.8)
+
+
+def test_lsp_watch_hook_and_refresh_at_once(make_repo, tmp_path: Path) -> None:
+    """4 real executables on one store: ``lsp`` (sleepy/context requests, hovers and
+    document activity, each a store write), ``watch`` (static refreshes on file changes and
+    fake-model notes when idle), ``hook pre-commit`` and ``refresh`` in loops."""
+    assert EXE
+    repo = make_repo("shop")
+    _sleepy_config(repo)
+    for rel in STAGED:
+        (repo / rel).write_text((repo / rel).read_text() + "\n# staged change\n")
+    git(repo, "add", *STAGED)
+    subprocess.run([EXE, "refresh", "--backend", "static", "--repo", str(repo)], check=True)
+    store = NoteStore(repo / ".sleepy")
+
+    n_context = 3000 if SOAK else 1000
+    watch_log = tmp_path / "watch.log"
+    with open(watch_log, "wb") as fh:
+        watcher = subprocess.Popen(
+            [EXE, "-v", "watch", "--repo", str(repo)],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            env=_env(),
+        )
+    srv = Server(tmp_path / "lsp.log", "-v")
+    stop = threading.Event()
+    loopers = [
+        Looper([EXE, "refresh", "--backend", "static", "--repo", str(repo)], stop, repo),
+        Looper([EXE, "hook", "pre-commit", *STAGED, "--repo", str(repo)], stop, repo),
+    ]
+    t0 = time.monotonic()
+    try:
+        srv.initialize(repo)
+        for lp in loopers:
+            lp.start()
+        editor = threading.Thread(target=_bursts, args=(repo, 30.0 if SOAK else 6.0))
+        editor.start()
+        storm = _lsp_storm(srv, repo, n_context, threading.Event())
+        editor.join()
+        stop.set()
+        for lp in loopers:
+            lp.join(timeout=300)
+            assert not lp.is_alive()
+        # the sleeper catches up once the edits stop
+        deadline = time.monotonic() + 120
+        while not _settled(store):
+            assert time.monotonic() < deadline, "the watcher did not write the model notes"
+            assert watcher.poll() is None, watch_log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert srv.close() == 0  # waits for the server's pending store writes
+    finally:
+        if watcher.poll() is None:
+            watcher.send_signal(signal.SIGTERM)
+            try:
+                watcher.wait(30)
+            except subprocess.TimeoutExpired:
+                watcher.kill()
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+    elapsed = time.monotonic() - t0
+
+    # nothing reached the user as an error
+    bad = [r for r in storm["context"] + storm["hover"] if "error" in r]
+    assert bad == [], bad[:3]
+    assert all(r["result"]["items"] for r in storm["context"])
+    assert all(r["result"] and "Cart" in r["result"]["contents"]["value"] for r in storm["hover"])
+    lsp_log = srv.log.read_text(errors="replace")
+    watch_text = watch_log.read_text(errors="replace")
+    for name, text in (("lsp", lsp_log), ("watch", watch_text)):
+        assert "locked" not in text.lower(), (name, text[-3000:])
+        assert "Traceback" not in text, (name, text[-3000:])
+        assert "failed" not in text, (name, text[-3000:])
+    assert srv.junk == []
+    assert watcher.returncode in (0, -signal.SIGTERM), watch_text[-3000:]
+    _assert_clean(loopers[0].runs, "refresh static")
+    _assert_clean(loopers[1].runs, "hook pre-commit")
+
+    # nothing was lost: one hit per context request, one per hover that served notes
+    assert store.integrity_errors() == []
+    assert _duplicates(store) == {}
+    with store.read() as conn:
+        asked = {r[0] for r in conn.execute("SELECT query FROM hits WHERE source = 'lsp'")}
+        assert asked == set(storm["questions"])
+        assert conn.execute("SELECT count(*) FROM hits WHERE source = 'lsp'").fetchone()[0] == (
+            n_context
+        )
+        hovers = conn.execute("SELECT count(*) FROM hits WHERE source = 'hover'").fetchone()[0]
+        assert hovers == len(storm["hover"])
+        fake_notes = conn.execute(
+            "SELECT count(*) FROM notes WHERE backend = 'fake' AND origin = 'written'"
+        ).fetchone()[0]
+        calls = conn.execute("SELECT count(*) FROM ledger WHERE backend = 'fake'").fetchone()[0]
+        stored = dict(conn.execute("SELECT path, blob_sha FROM modules").fetchall())
+        hook_notes = conn.execute("SELECT count(*) FROM notes WHERE backend = 'static'").fetchone()[
+            0
+        ]
+    for rel in EDITS:
+        assert stored[rel] == git(repo, "hash-object", rel).strip(), rel
+    runs = sum(len(lp.runs) for lp in loopers)
+    print(
+        f"\nlsp+watch+hook+refresh: {n_context} context hits + {hovers} hover hits (lsp), "
+        f"{fake_notes} model notes from {calls} calls (watch), {runs} hook/refresh runs, "
+        f"{hook_notes} static note sets, in {elapsed:.1f}s; 0 lost, 0 locked"
+    )
+    assert SOAK or elapsed < 90
