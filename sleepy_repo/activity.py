@@ -57,7 +57,7 @@ class Recorder:
     store: NoteStore
     source: str
     clock: Clock = time.time
-    min_interval: float = 1.0
+    min_interval: float = 0.25  # well under any idle_seconds
     _last: tuple[float, str, str | None] | None = field(default=None, init=False)
 
     def touch(self, kind: str, path: str | None = None) -> None:

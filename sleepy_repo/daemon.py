@@ -11,6 +11,7 @@ at a lower priority ("dependency changed").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import threading
@@ -22,7 +23,7 @@ from sleepy_repo import api
 from sleepy_repo.errors import SleepyError
 from sleepy_repo.models import get_backend
 from sleepy_repo.models import ready as backend_ready
-from sleepy_repo.scheduler import Scheduler, SleeperLock, SleepThread
+from sleepy_repo.scheduler import Scheduler, SleeperBusyError, SleeperLock, SleepThread
 from sleepy_repo.watch import Batch, Watcher
 
 log = logging.getLogger(__name__)
@@ -227,3 +228,54 @@ def watch(
         sleeper.stop()
         recorder.forget()
     return stats
+
+
+class EditorSleeper:
+    """The sleeper inside the language server, one per workspace folder (the server's
+    ``background_factory``). It writes model notes while the repository is idle, with the
+    editor's ``backend`` and ``idle_seconds`` settings over the repo's config; on save it
+    refreshes the index and static notes (unless a ``watch`` daemon holds the sleeper lock
+    and does that itself). When another process already sleeps for this repository, it
+    only says so: the server keeps recording activity for that process to read."""
+
+    def __init__(self, repo: api.Repo, backend: str | None, idle_seconds: float | None) -> None:
+        self.repo = repo
+        if idle_seconds:
+            repo = dataclasses.replace(
+                repo,
+                config=dataclasses.replace(
+                    repo.config,
+                    sleep=dataclasses.replace(repo.config.sleep, idle_seconds=idle_seconds),
+                ),
+            )
+        self.sleep_repo = repo
+        self.backend = backend
+        self.sleeper: Sleeper | None = None
+        self.other: str | None = None  # why another process does the sleeping
+        self._refreshing = threading.Lock()
+
+    def start(self) -> None:
+        # an editor that starts a server means the developer is here
+        api.activity_recorder(self.repo, "lsp").touch("open")
+        try:
+            self.sleeper = start_sleeper(self.sleep_repo, backend=self.backend)
+        except SleeperBusyError as exc:
+            self.other = str(exc)
+            log.info("%s", exc)
+
+    def saved(self, path: str) -> None:
+        """A document was saved: refresh now (static notes are cheap), unless a watcher
+        runs; model work follows when idle."""
+        if self.sleeper is None or not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            api.refresh(self.repo, backend="static")
+        except SleepyError as exc:
+            log.warning("refresh after saving %s failed: %s", path, exc)
+        finally:
+            self._refreshing.release()
+
+    def stop(self) -> None:
+        if self.sleeper is not None:
+            self.sleeper.stop()
+            self.sleeper = None

@@ -385,6 +385,16 @@ class SleepyServer(LanguageServer):
         else:
             self.in_background(rec.touch, what, rel)
 
+    def saved(self, uri: Any) -> None:
+        """A saved document: its folder's background task may refresh (off the loop)."""
+        try:
+            folder, rel = self.locate(uri)
+        except JsonRpcException:
+            return
+        hook = getattr(folder.background, "saved", None)
+        if hook is not None and not self._closed:
+            threading.Thread(target=hook, args=(rel,), name="sleepy-saved", daemon=True).start()
+
     # -- lifecycle -------------------------------------------------------------------
     def start_background(self) -> None:
         if self.background_factory is None:
@@ -571,6 +581,7 @@ def build_server(
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
     def did_save(ls: SleepyServer, params: types.DidSaveTextDocumentParams) -> None:
         ls.record(params.text_document.uri, "save")
+        ls.saved(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: SleepyServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -780,11 +791,20 @@ def _log_to(log_file: str | None) -> None:
         logging.getLogger("pygls").setLevel(max(root.level, logging.WARNING))
 
 
+def editor_sleeper(ls: SleepyServer, folder: Folder) -> Background:
+    """The sleep scheduler for one folder (``daemon.EditorSleeper``), with the editor's
+    backend and idle settings."""
+    from sleepy_repo.daemon import EditorSleeper  # the daemon is a shell over the core API
+
+    assert folder.repo is not None
+    return EditorSleeper(folder.repo, ls.settings.backend, ls.settings.idle_seconds)
+
+
 def serve(repo: str | None, tcp: str | None = None, log_file: str | None = None) -> None:
     """Run the language server until the client exits (stdio) or forever (TCP)."""
     address = parse_tcp(tcp) if tcp else None
     _log_to(log_file)
-    server = build_server(repo)
+    server = build_server(repo, background_factory=editor_sleeper)
     if address is not None:
         server.start_tcp(*address)
         return
