@@ -20,6 +20,7 @@ from typing import Any
 
 from sleepy_repo import activity, mirror
 from sleepy_repo.ask import answer as answer_question
+from sleepy_repo.ask import get_model as get_answer_model
 from sleepy_repo.budget import Budget, spent_today
 from sleepy_repo.config import (
     CONFIG_DIR,
@@ -662,11 +663,22 @@ def _store_bytes(store: NoteStore) -> int:
 
 # -- ask -----------------------------------------------------------------------------------
 def ask(
-    repo: Repo, question: str, budget: int | None = None, *, source: str = "cli"
+    repo: Repo,
+    question: str,
+    budget: int | None = None,
+    *,
+    source: str = "cli",
+    backend: str | None = None,
 ) -> dict[str, Any]:
-    """Answer from the packed context. No answering model exists yet: ``answer`` is None,
-    ``message`` says so, and ``context`` is what ``get_context`` returns."""
-    return answer_question(get_context(repo, question, budget, source=source)).to_json()
+    """Answer from the packed context (``context``: what ``get_context`` returns) with the
+    model ``backend`` (default ``[notes] backend``; ``static`` = no model: ``answer`` is
+    None and ``message`` says why). The call runs under ``[budget]`` and is recorded in the
+    ledger (reason ``"ask"``); citations outside the context are dropped and counted."""
+    model = get_answer_model(backend or repo.config.notes.backend, repo.config)
+    if model is not None:
+        model.ready()  # a missing key or model file fails before any work
+    ctx = get_context(repo, question, budget, source=source)
+    return answer_question(ctx, model, store=repo.store, limits=repo.config.budget).to_json()
 
 
 # -- activity ------------------------------------------------------------------------------

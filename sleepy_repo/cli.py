@@ -297,15 +297,18 @@ def cmd_watch(
     return 0
 
 
-def cmd_ask(repo: str | None, question: str, budget: int | None, as_json: bool) -> int:
-    result = api.ask(api.open_repo(repo), question, budget)
+def cmd_ask(
+    repo: str | None, question: str, budget: int | None, backend: str | None, as_json: bool
+) -> int:
+    result = api.ask(api.open_repo(repo), question, budget, backend=backend)
     if as_json:
         _print_json(result)
         return 0
     if result["answer"] is not None:
-        out.print(result["answer"])
-    else:
+        out.print(result["markdown"], markup=False)
         err.print(result["message"], markup=False)
+        return 0
+    err.print(result["message"], markup=False)
     ctx = result["context"]
     for item in ctx["items"]:
         stale = " (stale)" if item["stale"] else ""
@@ -413,9 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("gc", "drop notes of blobs no longer reachable; compact the store")
 
-    p = command("ask", "answer a question with citations (no model yet: the cited context)")
+    p = command("ask", "answer a question with citations from the packed context")
     p.add_argument("question")
     p.add_argument("--budget", type=int, help="token budget (default: from config, 1500)")
+    p.add_argument(
+        "--backend",
+        "--answer-backend",
+        dest="answer_backend",
+        choices=["static", "anthropic", "local", "fake"],
+        help="the answering model (default: [notes] backend; static = no model, the context)",
+    )
 
     command("mcp", "the MCP server on stdio (stdout carries protocol only)", json_flag=False)
 
@@ -471,7 +481,9 @@ def dispatch(args: argparse.Namespace) -> int:
         "notes": lambda: cmd_notes(args.repo, args.path, args.json),
         "context": lambda: cmd_context(args.repo, args.question, args.budget, args.json),
         "gc": lambda: cmd_gc(args.repo, args.json),
-        "ask": lambda: cmd_ask(args.repo, args.question, args.budget, args.json),
+        "ask": lambda: cmd_ask(
+            args.repo, args.question, args.budget, args.answer_backend, args.json
+        ),
         "mcp": lambda: cmd_mcp(args.repo),
         "lsp": lambda: cmd_lsp(args.repo, args.tcp, args.log_file),
         "watch": lambda: cmd_watch(args.repo, args.backend, args.effort, args.poll, args.json),

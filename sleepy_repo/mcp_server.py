@@ -72,12 +72,36 @@ class ContextJson(TypedDict):
     items: list[ContextItemJson]
 
 
+class AskCitationJson(TypedDict):
+    id: str
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str
+    stale: bool
+
+
+class AskUsageJson(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
 class AskJson(TypedDict):
     schema_version: int
     question: str
     answer: str | None
     message: str
     context: ContextJson
+    backend: str
+    model: str | None
+    citations: list[AskCitationJson]
+    dropped_citations: int
+    usage: AskUsageJson
+    markdown: str
 
 
 class NoteItemJson(TypedDict):
