@@ -64,18 +64,37 @@ def cmd_localize(
     limit: int | None,
     out_dir: str,
     aider_python: str | None,
+    answer_model: str | None = None,
+    model_backend: str | None = None,
+    model_paths: list[str] | None = None,
 ) -> int:
     from rich.console import Console
 
+    from sleepy_repo.ask import get_model
     from sleepy_repo.bench import report
     from sleepy_repo.bench.aider_map import AiderMap
     from sleepy_repo.bench.localize import DEFAULT_BUDGETS, repo_root, run_localize
     from sleepy_repo.bench.mine import read_cases
-    from sleepy_repo.bench.strategies import DEFAULT_STRATEGIES, select
+    from sleepy_repo.bench.reader import Reader
+    from sleepy_repo.bench.strategies import DEFAULT_STRATEGIES, ModelNotes, Strategy, select
+    from sleepy_repo.config import load_config
+    from sleepy_repo.errors import SleepyError
 
     root = repo_root(Path(repo) if repo else Path.cwd())
-    overrides = {"aider-map": AiderMap(aider_python)} if aider_python else {}
+    config = load_config(root)
+    overrides: dict[str, Strategy] = {"aider-map": AiderMap(aider_python)} if aider_python else {}
+    notes_backend = model_backend or config.notes.backend
+    overrides["model"] = ModelNotes(
+        notes_backend if notes_backend != "static" else None, model_paths or ()
+    )
     strategies = select(strategy_names or DEFAULT_STRATEGIES, overrides)
+    reader = None
+    if answer_model:
+        model = get_model(answer_model, config)
+        if model is None:
+            raise SleepyError("--answer-model static is no model: pass local, anthropic or fake")
+        model.ready()
+        reader = Reader(model)
     err = Console(stderr=True, highlight=False)
     with _bench_progress(err) as progress:
         result = run_localize(
@@ -87,6 +106,8 @@ def cmd_localize(
             command=sys.argv,
             cases_file=str(Path(cases_file).resolve()),
             progress=progress,
+            reader=reader,
+            config=config,
         )
     report.save(result, Path(out_dir))
     if as_json:
@@ -229,6 +250,24 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="where localize.json and pareto.png go (default: ./sleepy-bench-localize)",
     )
     p.add_argument(
+        "--answer-model",
+        choices=["local", "anthropic", "fake"],
+        help="a reader model that reads each served context and names the files to change "
+        "(scored with F1; its tokens are the test-time tokens)",
+    )
+    p.add_argument(
+        "--model-backend",
+        choices=["local", "anthropic", "fake"],
+        help="the backend writing notes for the `model` strategy at each state "
+        "(default: [notes] backend of the repo's config)",
+    )
+    p.add_argument(
+        "--model-paths",
+        type=_name_list,
+        help="comma-separated path prefixes that get model notes (default: every module; "
+        "the others keep static notes)",
+    )
+    p.add_argument(
         "--aider-python",
         help="python of an environment with aider-chat "
         "installed (default: install it once into the cache dir; also "
@@ -264,5 +303,8 @@ def dispatch(args: argparse.Namespace) -> int:
             args.limit,
             args.out_dir,
             args.aider_python,
+            args.answer_model,
+            args.model_backend,
+            args.model_paths,
         )
     raise AssertionError(f"unknown bench command {args.bench_command}")

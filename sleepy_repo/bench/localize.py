@@ -32,6 +32,7 @@ The headline, the table and the Pareto plot are built by ``sleepy_repo.bench.rep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -47,8 +48,11 @@ from sleepy_repo import __version__, api
 from sleepy_repo.bench import predict, report
 from sleepy_repo.bench.aider_map import AiderMapError
 from sleepy_repo.bench.mine import Case
+from sleepy_repo.bench.reader import Reader
 from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
+from sleepy_repo.config import Config, StoreConfig, load_config
 from sleepy_repo.errors import RepoError, SleepyError
+from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
 
@@ -133,28 +137,69 @@ class _Track:
     strategy: Strategy
     wall_s: float = 0.0
     setup_s: float = 0.0
+    reader_s: float = 0.0
     skipped: str | None = None
 
 
-def _sleep_tokens(repo: api.Repo) -> int:
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _ledger(repo: api.Repo) -> dict[str, int]:
+    """The ledger's totals: input, output, cache-read and cache-write tokens."""
     with repo.store.read() as conn:
         row = conn.execute(
-            "SELECT coalesce(sum(input_tokens + output_tokens + cache_write_tokens), 0) FROM ledger"
+            "SELECT " + ", ".join(f"coalesce(sum({k}), 0)" for k in _USAGE_KEYS) + " FROM ledger"
         ).fetchone()
-    return int(row[0])
+    return {k: int(v) for k, v in zip(_USAGE_KEYS, row, strict=True)}
 
 
-def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[str, Any]], float]:
-    """Refresh the store for one state; per family: tokens, notes written, modules."""
+def _spent(repo: api.Repo, before: dict[str, int]) -> dict[str, int]:
+    """Ledger delta since ``before``; ``tokens`` = input + output + cache-write."""
+    after = _ledger(repo)
+    delta = {k: after[k] - before[k] for k in _USAGE_KEYS}
+    tokens = delta["input_tokens"] + delta["output_tokens"] + delta["cache_write_tokens"]
+    return {"tokens": tokens, **delta}
+
+
+def family_repo(root: Path, family: str, config: Config) -> api.Repo:
+    """The store of ``family``'s model notes in the worktree ``root`` (beside the main
+    one, so strategies on static notes never see model notes)."""
+    cfg = dataclasses.replace(config, store=StoreConfig(path=f".sleepy/bench-{family}"))
+    store = NoteStore(cfg.store_dir(root))
+    store.ensure()
+    return api.Repo(root=root, is_git=True, config=cfg, store=store)
+
+
+def _model_paths(root: Path, prefixes: Sequence[str]) -> list[str] | None:
+    """Absolute paths of the tracked files under ``prefixes`` (None = every module)."""
+    if not prefixes:
+        return None
+    out = _git(root, "-c", "core.quotePath=false", "ls-files", "-z", "--", *prefixes)
+    return [str(root / p) for p in out.split("\0") if p]
+
+
+def _refresh(
+    repo: api.Repo,
+    families: Sequence[str],
+    family_repos: Mapping[str, api.Repo] | None = None,
+    model_paths: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]], float]:
+    """Refresh the stores for one state; per family: tokens, notes written and modules,
+    and the tokens by kind (input, output, cache read/write: what pricing needs). Model
+    families refresh their own store (``family_repos``), limited to ``model_paths[family]``
+    when given."""
     t0 = time.perf_counter()
-    before = _sleep_tokens(repo)
+    before = _ledger(repo)
     result = api.refresh(repo, backend="static")
-    static_tokens = _sleep_tokens(repo) - before
     modules = int(result["modules"])
+    usage: dict[str, dict[str, int]] = {
+        "none": {"tokens": 0, **dict.fromkeys(_USAGE_KEYS, 0)},
+        "static": _spent(repo, before),
+    }
     out: dict[str, dict[str, Any]] = {
         "none": {"tokens": 0, "written": 0, "modules": modules},
         "static": {
-            "tokens": static_tokens,
+            "tokens": usage["static"]["tokens"],
             "written": int(result["notes"]["static"]["written"]),
             "modules": modules,
         },
@@ -162,14 +207,31 @@ def _refresh(repo: api.Repo, families: Sequence[str]) -> tuple[dict[str, dict[st
     for family in families:
         if family in out:
             continue
-        before = _sleep_tokens(repo)
-        r = api.refresh(repo, backend=family)
+        target = (family_repos or {}).get(family, repo)
+        before = _ledger(target)
+        paths = _model_paths(target.root, (model_paths or {}).get(family, ()))
+        if paths == []:  # no module under the prefixes at this state: index only
+            r = api.refresh(target, backend="static")
+            written = 0
+        else:
+            r = api.refresh(target, paths, backend=family)
+            written = int(r["notes"].get(family, {}).get("written", 0))
+        usage[family] = _spent(target, before)
         out[family] = {
-            "tokens": _sleep_tokens(repo) - before,
-            "written": int(r["notes"].get(family, {}).get("written", 0)),
-            "modules": int(r["modules"]),
+            "tokens": usage[family]["tokens"],
+            "written": written,
+            "modules": len(paths) if paths is not None else int(r["modules"]),
         }
-    return {f: out[f] for f in families}, time.perf_counter() - t0
+    return {f: out[f] for f in families}, {f: usage[f] for f in families}, time.perf_counter() - t0
+
+
+def pricing(config: Config) -> dict[str, Any]:
+    """The prices the amortized cost uses: the configured Anthropic model's."""
+    model = config.notes.model or config.anthropic.model
+    prices = config.anthropic.prices.get(model)
+    if prices is None:
+        raise SleepyError(f"no price for model {model!r} in [anthropic.prices]")
+    return {"model": model, "usd_per_million": dict(prices)}
 
 
 def run_localize(
@@ -182,15 +244,22 @@ def run_localize(
     command: Sequence[str] | None = None,
     cases_file: str | None = None,
     progress: Progress | None = None,
+    reader: Reader | None = None,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """Run every strategy on every case and return the result (``report`` adds the
-    summary: per-budget means, headline and sleep-time cost)."""
+    summary: per-budget means, headline, sleep-time cost and amortized cost per query).
+
+    ``reader``: a model that reads every served context and names the files to change
+    (scored with F1). ``config``: model backends' settings and prices (default: the
+    repository's ``.sleepy/config.toml``)."""
     budgets = sorted(set(budgets))
     if not budgets or budgets[0] <= 0:
         raise SleepyError("budgets must be positive numbers of tokens")
     if not strategies:
         raise SleepyError("no strategies to run")
     root = repo_root(repo_path)
+    config = config or load_config(root)
     ordered = history_order(root, cases)
     if limit is not None:
         ordered = ordered[-limit:] if limit > 0 else []
@@ -211,6 +280,12 @@ def run_localize(
                 ["none", "static", *(t.strategy.family for t in tracks.values() if not t.skipped)]
             )
         )
+        model_paths = {
+            t.strategy.family: tuple(getattr(t.strategy, "paths", ()))
+            for t in tracks.values()
+            if not t.skipped and t.strategy.family not in ("none", "static")
+        }
+        family_repos: dict[str, api.Repo] = {}
         per_state: list[dict[str, Any]] = []
         per_case: list[dict[str, Any]] = []
         refresh_s = 0.0
@@ -225,7 +300,10 @@ def run_localize(
                         progress(i, len(ordered), f"refresh {case.state[:10]}")
                     checkout(wt, case.state)
                     repo = repo or api.open_repo(wt)
-                    sleep, secs = _refresh(repo, families)
+                    for family in model_paths:
+                        if family not in family_repos:
+                            family_repos[family] = family_repo(wt, family, config)
+                    sleep, usage, secs = _refresh(repo, families, family_repos, model_paths)
                     refresh_s += secs
                     per_state.append(
                         {
@@ -233,16 +311,17 @@ def run_localize(
                             "cases": 0,
                             "refresh_s": round(secs, 3),
                             "families": sleep,
+                            "usage": usage,
                         }
                     )
                     current = case.state
-                    env = StateEnv(root=wt, state=case.state, repo=repo)
+                    env = StateEnv(root=wt, state=case.state, repo=repo, family_repos=family_repos)
                     orders = predict.state_orders(repo, case.state)
                 assert env is not None
                 per_state[-1]["cases"] += 1
                 if progress:
                     progress(i, len(ordered), case.commit[:10])
-                rec = _run_case(case, env, tracks, budgets)
+                rec = _run_case(case, env, tracks, budgets, reader)
                 rec["planner"] = predict.case_record(orders, case.gold_files)
                 per_case.append(rec)
         if progress:
@@ -283,9 +362,23 @@ def run_localize(
                 "skip_reason": t.skipped,
                 "wall_s": round(t.wall_s, 3),
                 "setup_s": round(t.setup_s, 3),
+                "reader_s": round(t.reader_s, 3),
             }
             for name, t in tracks.items()
         },
+        "reader": (
+            {
+                "backend": reader.model.name,
+                "model": reader.model.model,
+                "calls": reader.calls,
+                "failures": reader.failures,
+                "metric": "F1 of the files the reader names (from the context's files) "
+                "against the gold files; its input + output tokens are the test-time tokens",
+            }
+            if reader is not None
+            else None
+        ),
+        "pricing": pricing(config),
         "per_state": per_state,
         "per_case": per_case,
         "refresh_s": round(refresh_s, 3),
@@ -295,7 +388,11 @@ def run_localize(
 
 
 def _run_case(
-    case: Case, env: StateEnv, tracks: Mapping[str, _Track], budgets: Sequence[int]
+    case: Case,
+    env: StateEnv,
+    tracks: Mapping[str, _Track],
+    budgets: Sequence[int],
+    reader: Reader | None = None,
 ) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "state": case.state,
@@ -320,9 +417,13 @@ def _run_case(
             raise SleepyError(
                 f"strategy {name} served {len(served)} contexts for {len(budgets)} budgets"
             )
-        rec["results"][name] = [
-            _score(s, b, case.gold_files) for s, b in zip(served, budgets, strict=True)
-        ]
+        scores = [_score(s, b, case.gold_files) for s, b in zip(served, budgets, strict=True)]
+        if reader is not None:
+            t0 = time.perf_counter()
+            for score, s in zip(scores, served, strict=True):
+                score["reader"] = reader.locate(case.query, s).to_json(case.gold_files)
+            track.reader_s += time.perf_counter() - t0
+        rec["results"][name] = scores
     return rec
 
 

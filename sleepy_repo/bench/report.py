@@ -54,6 +54,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                         key: _mean([r[key] for r in recs])
                         for key in ("hit@1", "hit@3", "hit@5", "tokens")
                     },
+                    **_reader_means(recs),
                 }
             )
         curves[name] = [m["hit@3"] for m in means]
@@ -69,13 +70,127 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                 "hit@3": round(m["hit@3"], 6),
                 "hit@5": round(m["hit@5"], 6),
                 "mean_tokens": round(m["tokens"], 1),
+                **_reader_row(m),
             }
             for m in means
         ]
     result["headline"] = headline(result, curves)
     result["sleep_time"] = sleep_time(result)
+    result["amortized"] = amortized(result)
     result["planner"] = predict.summarize(result)
     return result
+
+
+def _reader_means(recs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean reader F1, precision, recall and tokens over the cases (when a reader ran)."""
+    read = [r["reader"] for r in recs if "reader" in r]
+    if not read or len(read) != len(recs):
+        return {}
+    return {
+        f"reader_{key}": _mean([x[key] for x in read])
+        for key in ("f1", "precision", "recall", "input_tokens", "output_tokens")
+    }
+
+
+def _reader_row(m: dict[str, float]) -> dict[str, float]:
+    if "reader_f1" not in m:
+        return {}
+    out = {k: round(v, 6) for k, v in m.items() if k.startswith("reader_")}
+    out["test_time_tokens"] = round(m["reader_input_tokens"] + m["reader_output_tokens"], 1)
+    return out
+
+
+QUERIES_PER_STATE = (1, 3, 10)
+HYPOTHETICAL = ("local", "fake")  # backends priced as if they were the configured model
+
+
+def _usd(tokens: dict[str, Any], prices: dict[str, float]) -> float:
+    return (
+        float(
+            tokens.get("input_tokens", 0) * prices["input"]
+            + tokens.get("output_tokens", 0) * prices["output"]
+            + tokens.get("cache_read_tokens", 0) * prices["cache_read"]
+            + tokens.get("cache_write_tokens", 0) * prices["cache_write"]
+        )
+        / 1e6
+    )
+
+
+def amortized(result: dict[str, Any]) -> dict[str, Any]:
+    """Cost per query at 1, 3 and 10 queries per state: the family's sleep-time tokens per
+    state (the walk's total over its states, the cold first state included) priced at the
+    configured Anthropic model's batch rate, divided by the queries; plus the mean
+    test-time tokens per query at its normal rate (the reader's input and output when a
+    reader ran, else the served tokens as input). Local and fake models are priced as if
+    they were that model, and marked hypothetical."""
+    pr = result.get("pricing")
+    if not pr:
+        return {}
+    prices = pr["usd_per_million"]
+    batch = prices.get("batch", 1.0)
+    reader = result.get("reader") or {}
+    states = result["per_state"]
+    out: dict[str, Any] = {
+        "pricing_model": pr["model"],
+        "usd_per_million": prices,
+        "queries_per_state": list(QUERIES_PER_STATE),
+        "definition": "usd_per_query[q] = sleep-time tokens per state (walk total / "
+        "states, cold state included) at the batch rate / q + mean test-time tokens per "
+        "query at the normal rate; test-time = the reader's input + output tokens when a "
+        "reader ran, else the served tokens (as input)",
+        "strategies": {},
+    }
+    for name, info in result["strategies"].items():
+        if info["status"] != "ok":
+            continue
+        family = info["family"]
+        sleep = [s.get("usage", {}).get(family, {}) for s in states]
+        tokens = {k: sum(f.get(k, 0) for f in sleep) / max(len(sleep), 1) for k in _KINDS}
+        sleep_usd = _usd(tokens, prices) * batch
+        rows = []
+        for j, b in enumerate(result["budgets"]):
+            recs = [c["results"][name][j] for c in result["per_case"]]
+            if all("reader" in r for r in recs) and recs:
+                test = [
+                    _usd(
+                        {
+                            "input_tokens": r["reader"]["input_tokens"],
+                            "output_tokens": r["reader"]["output_tokens"],
+                        },
+                        prices,
+                    )
+                    for r in recs
+                ]
+                test_tokens = [
+                    r["reader"]["input_tokens"] + r["reader"]["output_tokens"] for r in recs
+                ]
+            else:
+                test = [_usd({"input_tokens": r["tokens"]}, prices) for r in recs]
+                test_tokens = [r["tokens"] for r in recs]
+            test_usd = _mean(test)
+            rows.append(
+                {
+                    "budget": b,
+                    "test_time_tokens": round(_mean([float(t) for t in test_tokens]), 1),
+                    "test_usd_per_query": round(test_usd, 8),
+                    "usd_per_query": {
+                        str(q): round(sleep_usd / q + test_usd, 8) for q in QUERIES_PER_STATE
+                    },
+                }
+            )
+        out["strategies"][name] = {
+            "family": family,
+            "sleep_tokens_per_state": round(
+                tokens["input_tokens"] + tokens["output_tokens"] + tokens["cache_write_tokens"], 1
+            ),
+            "sleep_usd_per_state": round(sleep_usd, 8),
+            "hypothetical": family in HYPOTHETICAL or reader.get("backend") in HYPOTHETICAL,
+            "by_budget": rows,
+        }
+    return out
+
+
+_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 def reach_budget(budgets: list[int], hits: list[float], target: float) -> float | None:
@@ -202,22 +317,48 @@ def render(result: dict[str, Any], console: Any) -> None:
         t.caption = h.get("reason", "")
     console.print(t)
 
-    t = Table(title="hit@k and mean tokens served per budget")
+    reader = result.get("reader")
+    title = "hit@k and mean tokens served per budget"
+    if reader:
+        title += f"; reader {reader['backend']} ({reader['model']}): F1 and its tokens"
+    t = Table(title=title)
     t.add_column("strategy")
     t.add_column("budget", justify="right")
-    for col in ("hit@1", "hit@3", "hit@5", "tokens"):
+    cols = ["hit@1", "hit@3", "hit@5", "tokens"]
+    if reader:
+        cols += ["reader F1", "reader P", "reader R", "reader in+out"]
+    for col in cols:
         t.add_column(col, justify="right")
     for name, info in result["strategies"].items():
         for i, r in enumerate(info["by_budget"]):
-            t.add_row(
-                name if i == 0 else "",
-                f"{r['budget']:,}",
+            cells = [
                 f"{r['hit@1']:.3f}",
                 f"{r['hit@3']:.3f}",
                 f"{r['hit@5']:.3f}",
                 f"{r['mean_tokens']:,.0f}",
+            ]
+            if reader:
+                cells += (
+                    [
+                        f"{r['reader_f1']:.3f}",
+                        f"{r['reader_precision']:.3f}",
+                        f"{r['reader_recall']:.3f}",
+                        f"{r['test_time_tokens']:,.0f}",
+                    ]
+                    if "reader_f1" in r
+                    else ["-"] * 4
+                )
+            t.add_row(
+                name if i == 0 else "",
+                f"{r['budget']:,}",
+                *cells,
                 end_section=i == len(info["by_budget"]) - 1,
             )
+    if reader:
+        t.caption = (
+            f"reader: {reader['calls']} calls, {reader['failures']} failed (counted as "
+            "choosing nothing); F1 of the named files vs gold"
+        )
     console.print(t)
 
     t = Table(title="sleep-time cost per strategy family")
@@ -241,7 +382,45 @@ def render(result: dict[str, Any], console: Any) -> None:
         )
     t.caption = "cold = the first state (a full index); per state = the later states"
     console.print(t)
+    render_amortized(result.get("amortized") or {}, console)
     predict.render(result.get("planner"), console)
+
+
+def render_amortized(a: dict[str, Any], console: Any) -> None:
+    """The amortized cost table: $ per query at 1, 3 and 10 queries per state."""
+    from rich.table import Table
+
+    if not a.get("strategies"):
+        return
+    qs = a["queries_per_state"]
+    t = Table(title=f"amortized cost per query, priced as {a['pricing_model']} (USD)")
+    for col in ("strategy", "budget", "sleep tokens / state", "test-time tokens"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for q in qs:
+        t.add_column(f"$/query @{q}", justify="right")
+    hypothetical = False
+    for name, s in a["strategies"].items():
+        label = name + (" *" if s["hypothetical"] else "")
+        hypothetical = hypothetical or s["hypothetical"]
+        for i, r in enumerate(s["by_budget"]):
+            t.add_row(
+                label if i == 0 else "",
+                f"{r['budget']:,}",
+                f"{s['sleep_tokens_per_state']:,.0f}" if i == 0 else "",
+                f"{r['test_time_tokens']:,.0f}",
+                *(f"{r['usd_per_query'][str(q)]:.5f}" for q in qs),
+                end_section=i == len(s["by_budget"]) - 1,
+            )
+    t.caption = (
+        "sleep-time tokens at the batch rate, amortized over q queries per state; "
+        "test-time tokens at the normal rate"
+        + (
+            "; * hypothetical: a local/fake model priced as if it were that model"
+            if hypothetical
+            else ""
+        )
+    )
+    console.print(t)
 
 
 def plot_pareto(result: dict[str, Any], path: Path) -> Path:

@@ -21,6 +21,13 @@ Strategies here:
   ``retrieve.pack``), serving note text, then cited code. Query hits are not logged.
 * ``static-paths``: the ``static`` ranking, serving only the path list.
 * ``aider-map``: aider's repo map (see ``sleepy_repo.bench.aider_map``).
+* ``model``: the product's own context on *model* notes, written at each state by a model
+  backend (``ModelNotes(backend)``; its family is the backend's name). They live in a
+  store of their own (``StateEnv.family_repos``), so the ``static`` strategies never see
+  them. Modules outside ``paths`` (when given) keep static notes only.
+
+``Served.text`` is exactly what was served (what a reader model reads; see
+``sleepy_repo.bench.reader``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Served:
 
     files: list[str]  # the files the context cites, in context order (repeats allowed)
     tokens: int  # count_tokens of the served text
+    text: str = ""  # the served text ("" when a strategy does not expose it)
 
 
 @dataclass
@@ -56,6 +64,7 @@ class StateEnv:
     root: Path
     state: str
     repo: api.Repo
+    family_repos: dict[str, api.Repo] = field(default_factory=dict)  # model-note stores
     _tracked: list[str] | None = field(default=None, repr=False)
 
     def tracked_files(self) -> list[str]:
@@ -98,7 +107,14 @@ class _Simple:
 
 
 def _from_context(ctx: retrieve.Context) -> Served:
-    return Served(files=[i.path for i in ctx.items], tokens=ctx.tokens)
+    text = "\n".join(i.render() for i in ctx.items)
+    return Served(files=[i.path for i in ctx.items], tokens=ctx.tokens, text=text)
+
+
+def _from_paths(ctx: retrieve.Context) -> Served:
+    """A path-list context: its text is the paths, one per line (what was counted)."""
+    paths = [i.path for i in ctx.items]
+    return Served(files=paths, tokens=ctx.tokens, text="\n".join(paths))
 
 
 class RawChunks(_Simple):
@@ -109,22 +125,22 @@ class RawChunks(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
             chunks = retrieve.bm25_chunks(conn, retrieve.query_terms(query))
-        rendered = [
-            (c.path, count_tokens(f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}"))
-            for c in chunks
-        ]
-        return [self._fill(rendered, b) for b in budgets]
+        rendered = [(c.path, f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}") for c in chunks]
+        costed = [(path, text, count_tokens(text)) for path, text in rendered]
+        return [self._fill(costed, b) for b in budgets]
 
     @staticmethod
-    def _fill(rendered: list[tuple[str, int]], budget: int) -> Served:
+    def _fill(rendered: list[tuple[str, str, int]], budget: int) -> Served:
         """Chunks in rank order; one that does not fit is skipped, smaller ones may follow."""
         files: list[str] = []
+        texts: list[str] = []
         used = 0
-        for path, cost in rendered:
+        for path, text, cost in rendered:
             if used + cost <= budget:
                 files.append(path)
+                texts.append(text)
                 used += cost
-        return Served(files=files, tokens=used)
+        return Served(files=files, tokens=used, text="\n\n".join(texts))
 
 
 class BM25Paths(_Simple):
@@ -136,7 +152,7 @@ class BM25Paths(_Simple):
         with env.repo.store.read() as conn:
             paths = retrieve.bm25_files(conn, retrieve.query_terms(query))
         ranking = retrieve.Ranking(files=[(p, 0.0) for p in paths], chunks=[], item_rank={})
-        return [_from_context(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+        return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
 
 class StaticNotes(_Simple):
@@ -158,16 +174,47 @@ class StaticPaths(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
             ranking = retrieve.rank(conn, query)
-        return [_from_context(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+        return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
 
-#: name -> strategy. Later work registers more (``REGISTRY["model"] = ...``).
+class ModelNotes(_Simple):
+    """``retrieve.rank`` + ``retrieve.pack`` on the store of model notes written by
+    ``backend`` at each state (the bench refreshes it; see ``localize``)."""
+
+    name = "model"
+
+    def __init__(self, backend: str | None = None, paths: Sequence[str] = ()) -> None:
+        self.backend = backend
+        self.paths = tuple(paths)  # path prefixes given model notes ("" = every module)
+        self.family = backend or "model"
+        where = f" under {', '.join(self.paths)}" if self.paths else ""
+        self.description = f"sleepy-repo context on {backend or 'model'} notes{where} (rank + pack)"
+
+    def setup(self) -> str | None:
+        if not self.backend or self.backend == "static":
+            return (
+                "no model backend for notes: pass --model-backend local|anthropic|fake "
+                "(or set [notes] backend)"
+            )
+        return None
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        repo = env.family_repos.get(self.family)
+        if repo is None:
+            raise StrategyError(f"no store of {self.family} notes at state {env.state[:10]}")
+        with repo.store.read() as conn:
+            ranking = retrieve.rank(conn, query)
+            return [_from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
+
+
+#: name -> strategy.
 REGISTRY: dict[str, Strategy] = {
     "raw": RawChunks(),
     "paths": BM25Paths(),
     "aider-map": AiderMap(),
     "static": StaticNotes(),
     "static-paths": StaticPaths(),
+    "model": ModelNotes(),
 }
 DEFAULT_STRATEGIES: tuple[str, ...] = ("raw", "paths", "static", "static-paths", "aider-map")
 
