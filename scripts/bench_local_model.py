@@ -3,7 +3,8 @@
 citations dropped by grounding, and the cost of a rethink vs a full rewrite.
 
     python scripts/bench_local_model.py [REPO ...] [--paths P ...] [--limit N]
-        [--effort brief|standard|deep] [--max-tokens N] [--n-ctx N] [--model-path GGUF]
+        [--effort brief|standard|deep] [--max-tokens N] [--n-ctx N] [--threads N]
+        [--model-path GGUF]
         [--no-rethink] [--json OUT]
 
 REPO is a git repository (cloned into a temporary directory first, so nothing is written
@@ -76,7 +77,7 @@ def _prepare(spec: str, work: Path) -> Path:
 
 
 def _configure(repo: Path, args: argparse.Namespace) -> None:
-    local = {"n_ctx": args.n_ctx, "max_tokens": args.max_tokens}
+    local = {"n_ctx": args.n_ctx, "max_tokens": args.max_tokens, "n_threads": args.threads}
     if args.model_path:
         local["model_path"] = str(Path(args.model_path).expanduser().resolve())
     lines = ["[notes]", 'backend = "local"', f'effort = "{args.effort}"', "[local]"]
@@ -173,6 +174,7 @@ def bench_repo(spec: str, args: argparse.Namespace, work: Path) -> dict[str, Any
         "effort": args.effort,
         "max_tokens": args.max_tokens,
         "n_ctx": args.n_ctx,
+        "n_threads": args.threads,
         "index_seconds": round(index_s, 2),
         "modules_asked": len(paths),
         "written": local["written"],
@@ -260,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--effort", default="standard", choices=("brief", "standard", "deep"))
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--n-ctx", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=0, help="[local] n_threads (0 = every core)")
     p.add_argument("--model-path", help="a GGUF model (default: [local] model_path's default)")
     p.add_argument("--no-rethink", action="store_true")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the results here")

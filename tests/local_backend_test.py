@@ -279,6 +279,16 @@ def test_refresh_with_a_bad_model_path_exits_2_before_any_work(
     assert not (repo / ".sleepy" / "index.db").exists() or _ledger(repo) == []
 
 
+def test_a_broken_gguf_is_a_config_error_with_llamas_reason(
+    llama_installed: None, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    b = LocalBackend(Config(local=LocalConfig(model_path=str(broken))), "brief")
+    with pytest.raises(ConfigError, match=r"cannot load .*broken\.gguf.*log: .*failed"):
+        b.llama()
+
+
 def test_a_missing_llama_cpp_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 

@@ -31,9 +31,12 @@ machine; a call costs time, not money.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import io
 import json
+import logging
 import os
 import threading
 import time
@@ -243,21 +246,32 @@ class LocalBackend:
                 self.ready()
                 factory = self._llama_factory or _import_llama().Llama
                 threads = self.settings.n_threads or os.cpu_count() or 1
+                # verbose=False would point file descriptors 1 and 2 at /dev/null while the
+                # model loads, process-wide: a language server's or MCP server's stdout
+                # messages from other threads would be lost. So load verbosely with Python's
+                # sys.stderr captured (stdout untouched), then silence llama-cpp-python.
+                log = io.StringIO()
                 try:
-                    self._llm = factory(
-                        model_path=str(self.model_path),
-                        n_ctx=self.settings.n_ctx,
-                        n_threads=threads,
-                        n_threads_batch=threads,
-                        n_batch=self.settings.n_batch,
-                        seed=self.settings.seed,
-                        verbose=False,
-                    )
+                    with contextlib.redirect_stderr(log):
+                        llm = factory(
+                            model_path=str(self.model_path),
+                            n_ctx=self.settings.n_ctx,
+                            n_threads=threads,
+                            n_threads_batch=threads,
+                            n_batch=self.settings.n_batch,
+                            seed=self.settings.seed,
+                            verbose=True,
+                        )
                 except (ValueError, RuntimeError, OSError) as exc:
+                    tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
                     raise ConfigError(
                         f"llama.cpp cannot load {self.model_path}: {exc}; check [local] "
-                        "model_path (a GGUF model) and n_ctx"
+                        "model_path (a GGUF model) and n_ctx" + (f" (log: {tail})" if tail else "")
                     ) from None
+                finally:
+                    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+                llm.verbose = False  # no per-call timings or cache messages on stderr
+                self._llm = llm
                 self._install_abort(self._llm)
             return self._llm
 
