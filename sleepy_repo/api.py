@@ -30,7 +30,7 @@ from sleepy_repo.config import (
     default_config_toml,
     load_config,
 )
-from sleepy_repo.errors import RepoError, SleepyError
+from sleepy_repo.errors import ConfigError, RepoError, SleepyError
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
@@ -675,9 +675,19 @@ def ask(
     None and ``message`` says why). The call runs under ``[budget]`` and is recorded in the
     ledger (reason ``"ask"``); citations outside the context are dropped and counted."""
     model = get_answer_model(backend or repo.config.notes.backend, repo.config)
+    unready = None
     if model is not None:
-        model.ready()  # a missing key or model file fails before any work
+        try:
+            model.ready()  # a missing key or model file
+        except ConfigError as exc:
+            if backend:  # chosen for this call: fail before any work
+                raise
+            unready = str(exc)  # from config: still serve the context, and say why
     ctx = get_context(repo, question, budget, source=source)
+    if unready is not None:
+        result = answer_question(ctx).to_json()
+        result["message"] = f"The configured answering model cannot run: {unready}."
+        return result
     return answer_question(ctx, model, store=repo.store, limits=repo.config.budget).to_json()
 
 

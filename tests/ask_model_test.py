@@ -246,3 +246,16 @@ def test_local_model_answers_end_to_end(make_repo: Any, cli: CLI) -> None:
     assert (row["backend"], row["reason"], row["cost_usd"]) == ("local", "ask", 0.0)
     assert row["input_tokens"] > 100 and row["output_tokens"] > 0
     assert json.loads(json.dumps(result))["markdown"].startswith(result["answer"].strip()[:20])
+
+
+def test_a_configured_model_without_its_key(make_repo: Any, cli: CLI) -> None:
+    repo = make_repo("shop")
+    configure(repo, ["[notes]", 'backend = "anthropic"'])
+    cli.run("refresh", "--backend", "static", repo=repo)
+    # from config (as the MCP and LSP servers call it): the context, and why no answer
+    result = cli.json("ask", QUESTION, "--budget", "400", repo=repo)
+    assert result["answer"] is None and result["context"]["items"]
+    assert "cannot run" in result["message"] and "ANTHROPIC_API_KEY" in result["message"]
+    # chosen for this call: an error before any work
+    proc = cli.run("ask", QUESTION, "--backend", "anthropic", repo=repo, check=False)
+    assert proc.returncode == 2 and "ANTHROPIC_API_KEY" in proc.stderr
