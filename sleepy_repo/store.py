@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
 SCHEMA_VERSION = 3
+# source bytes per token, for the tokens a served note plausibly saved (see log_hit)
+BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
 BUSY_TIMEOUT_MS = 30_000
 
@@ -158,7 +160,8 @@ CREATE TABLE payoff(
   note_id INTEGER PRIMARY KEY, path TEXT NOT NULL, hits INTEGER NOT NULL DEFAULT 0,
   tokens_saved INTEGER NOT NULL DEFAULT 0, last_ts REAL NOT NULL
 );
-CREATE INDEX payoff_path ON payoff(path)
+CREATE INDEX payoff_path ON payoff(path);
+ALTER TABLE jobs ADD COLUMN reasons_json TEXT
 """,
 }
 
@@ -584,11 +587,41 @@ class NoteStore:
         )
 
     @staticmethod
-    def log_hit(conn: sqlite3.Connection, source: str, query: str, paths: list[str]) -> None:
+    def log_hit(
+        conn: sqlite3.Connection,
+        source: str,
+        query: str,
+        paths: list[str],
+        served_tokens: dict[str, int] | None = None,
+    ) -> None:
+        """Log one question (``context``, ``ask``, a hover) and the modules that answered it;
+        the planner reads these as past query hits.
+
+        Payoff: every note of those modules' current blobs gets a hit, and the tokens it
+        plausibly saved: the module's whole text (what a reader would otherwise open,
+        estimated at ``BYTES_PER_TOKEN``) minus what was served from it (``served_tokens``;
+        unknown = 0)."""
+        now = time.time()
         conn.execute(
             "INSERT INTO hits(ts, source, query, paths_json) VALUES (?, ?, ?, ?)",
-            (time.time(), source, query, json.dumps(paths)),
+            (now, source, query, json.dumps(paths)),
         )
+        served_tokens = served_tokens or {}
+        for path in paths:
+            rows = conn.execute(
+                "SELECT n.id, m.size FROM notes n JOIN modules m "
+                "ON m.path = n.path AND m.blob_sha = n.blob_sha WHERE n.path = ?",
+                (path,),
+            ).fetchall()
+            for note_id, size in rows:
+                saved = max(0, int((size or 0) / BYTES_PER_TOKEN) - served_tokens.get(path, 0))
+                conn.execute(
+                    "INSERT INTO payoff(note_id, path, hits, tokens_saved, last_ts) "
+                    "VALUES (?, ?, 1, ?, ?) ON CONFLICT(note_id) DO UPDATE SET "
+                    "hits = hits + 1, tokens_saved = tokens_saved + excluded.tokens_saved, "
+                    "last_ts = excluded.last_ts",
+                    (note_id, path, saved, now),
+                )
 
 
 def _insert_items(
