@@ -281,7 +281,7 @@ def test_fuzzed_requests_get_a_result_or_an_error(
     repo, _ = workspace
     t0 = time.monotonic()
 
-    @fuzz(300)
+    @fuzz(1000)
     @given(case=requests(repo))
     def one(case: tuple[str, Any]) -> None:
         method, params = case
@@ -304,7 +304,7 @@ def test_fuzzed_notifications_never_take_the_server_down(
     repo, _ = workspace
     t0 = time.monotonic()
 
-    @fuzz(200)
+    @fuzz(300)
     @given(cases=st.lists(notifications(repo), min_size=1, max_size=5))
     def some(cases: list[tuple[str, Any]]) -> None:
         for method, params in cases:
