@@ -401,8 +401,17 @@ class SleepyServer(LanguageServer):
             return
         for folder in list(self.folders.values()):
             if folder.background is None and self.open_folder(folder) is not None:
-                folder.background = self.background_factory(self, folder)
-                folder.background.start()
+                try:
+                    folder.background = self.background_factory(self, folder)
+                    folder.background.start()
+                except Exception as exc:  # e.g. a model backend without its key
+                    log.exception("background task of %s not started", folder.path)
+                    folder.background = None
+                    self.show_once(
+                        folder,
+                        f"sleep-time work is off for {folder.path}: {exc}",
+                        types.MessageType.Warning,
+                    )
 
     def _drop(self, folder: Folder) -> None:
         if folder.background is not None:
