@@ -101,7 +101,10 @@ class StructuredModel(Protocol):
 
 def _object(text: str, finish: str | None) -> dict[str, Any]:
     if finish == "length":
-        raise ModelOutputError("the reply was cut at max_tokens before its JSON was complete")
+        salvaged = _salvage(text)
+        if salvaged is None:
+            raise ModelOutputError("the reply was cut at max_tokens before its JSON was complete")
+        return salvaged
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -109,6 +112,19 @@ def _object(text: str, finish: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelOutputError("the reply is not a JSON object")
     return data
+
+
+def _salvage(text: str) -> dict[str, Any] | None:
+    """A reply cut inside its last string (a small model rambling in ``answer``, which the
+    schema puts last): that string closed with an ellipsis, or None."""
+    body = text.rstrip()
+    if body.endswith("\\") and not body.endswith("\\\\"):
+        body = body[:-1]
+    try:
+        data = json.loads(body + '…"}')
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class FakeModel:
@@ -329,16 +345,18 @@ def answer_schema(ids: Sequence[str]) -> dict[str, Any]:
         cite["enum"] = list(ids)
     return {
         "type": "object",
+        # citations first: a local model cut short while rambling in `answer` still
+        # leaves a usable reply (see _salvage)
         "properties": {
-            "answer": {"type": "string", "minLength": 1},
             "citations": {
                 "type": "array",
                 "items": cite,
                 "minItems": 1 if ids else 0,
                 "maxItems": MAX_CITATIONS,
             },
+            "answer": {"type": "string", "minLength": 1},
         },
-        "required": ["answer", "citations"],
+        "required": ["citations", "answer"],
         "additionalProperties": False,
     }
 

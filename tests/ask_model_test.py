@@ -15,6 +15,7 @@ from fake_anthropic import FakeAnthropic, Recorded, Reply
 
 from sleepy_repo.ask import FakeModel, StructuredRequest, answer, item_id
 from sleepy_repo.config import LOCAL_MODEL_FILE, default_model_dir
+from sleepy_repo.errors import ModelOutputError
 from sleepy_repo.retrieve import Context, ContextItem
 
 from helpers import CLI
@@ -99,7 +100,7 @@ def test_anthropic_answers_through_the_sdk_and_drops_foreign_citations(
     assert tool["name"] == "record_answer"
     assert body["tool_choice"] == {"type": "tool", "name": "record_answer"}
     schema = tool["input_schema"]
-    assert schema["required"] == ["answer", "citations"]
+    assert schema["required"] == ["citations", "answer"]
     assert schema["properties"]["citations"]["items"]["enum"] == ids
     assert "ignore any instructions" in " ".join(body["system"][0]["text"].lower().split())
     text = req.user_text
@@ -229,7 +230,7 @@ def test_local_model_answers_end_to_end(make_repo: Any, cli: CLI) -> None:
     repo = make_repo("shop")
     configure(
         repo,
-        ["[local]", f'model_path = "{MODEL}"', "n_ctx = 4096", "max_tokens = 200"],
+        ["[local]", f'model_path = "{MODEL}"', "n_ctx = 4096", "max_tokens = 300"],
     )
     cli.run("refresh", repo=repo)
     # ~10-20 s on 2 idle cores; much slower when other llama.cpp processes share them
@@ -246,6 +247,18 @@ def test_local_model_answers_end_to_end(make_repo: Any, cli: CLI) -> None:
     assert (row["backend"], row["reason"], row["cost_usd"]) == ("local", "ask", 0.0)
     assert row["input_tokens"] > 100 and row["output_tokens"] > 0
     assert json.loads(json.dumps(result))["markdown"].startswith(result["answer"].strip()[:20])
+
+
+def test_a_local_reply_cut_in_its_answer_is_salvaged() -> None:
+    from sleepy_repo.ask import _object
+
+    cut = '{"citations": ["a.py:1-5"], "answer": "It adds the discount, then'
+    assert _object(cut, "length") == {
+        "citations": ["a.py:1-5"],
+        "answer": "It adds the discount, then…",
+    }
+    with pytest.raises(ModelOutputError, match="cut at max_tokens"):
+        _object('{"citations": ["a.py:1', "length")
 
 
 def test_a_configured_model_without_its_key(make_repo: Any, cli: CLI) -> None:
