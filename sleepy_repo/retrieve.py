@@ -20,7 +20,9 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sleepy_repo.notes import Citation, NoteItem
@@ -139,12 +141,15 @@ def fts_query(terms: list[str]) -> str:
 
 
 # -- signals -------------------------------------------------------------------------------
+def _in(n: int) -> str:
+    return ",".join("?" * n)
+
+
 def bm25_files(conn: sqlite3.Connection, terms: list[str], limit: int = 200) -> list[str]:
     if not terms:
         return []
-    # two steps, not a join: modules has no index on file_rowid, and file_rowid sits after
-    # facts_json (overflow pages), so a join scanned every module per match (5 s on the
-    # CPython stdlib); one scan maps the ranked rowids to paths
+    # two steps, not a join: a join looked up a module per match, not per ranked file;
+    # the ranked rowids map to paths through the modules_file_rowid index (schema 4)
     rowids = [
         r[0]
         for r in conn.execute(
@@ -157,8 +162,7 @@ def bm25_files(conn: sqlite3.Connection, terms: list[str], limit: int = 200) -> 
         return []
     paths = dict(
         conn.execute(
-            "SELECT file_rowid, path FROM modules "
-            f"WHERE file_rowid IN ({','.join('?' * len(rowids))})",
+            f"SELECT file_rowid, path FROM modules WHERE file_rowid IN ({_in(len(rowids))})",
             rowids,
         ).fetchall()
     )
@@ -176,16 +180,34 @@ class Chunk:
     servable: bool
 
 
+# Ranked searches run in two steps: the top rowids from the FTS table alone, then their
+# rows by primary key. A join in the ranked query read the row of every match (thousands
+# on a large store) before sorting. The order is the same: SQLite sorts a LIMIT query
+# stably (ties keep the FTS scan's rowid order), and a join only drops rows from that scan.
+
+
 def bm25_chunks(conn: sqlite3.Connection, terms: list[str], limit: int = 300) -> list[Chunk]:
     if not terms:
         return []
-    rows = conn.execute(
-        "SELECT c.id, c.path, c.start_line, c.end_line, c.symbol, c.text, c.servable "
-        "FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
-        "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
-        (fts_query(terms), limit),
-    )
-    return [Chunk(*r) for r in rows]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY bm25(chunks_fts) LIMIT ?",
+            (fts_query(terms), limit),
+        )
+    ]
+    if not ids:
+        return []
+    rows = {
+        r[0]: r
+        for r in conn.execute(
+            "SELECT id, path, start_line, end_line, symbol, text, servable FROM chunks "
+            f"WHERE id IN ({_in(len(ids))})",
+            ids,
+        )
+    }
+    return [Chunk(*rows[i]) for i in ids if i in rows]
 
 
 def bm25_items(
@@ -194,6 +216,37 @@ def bm25_items(
     """(note item id, path) of current notes, best first."""
     if not terms:
         return []
+    # items of notes on older blobs match too but are not served: keep the current ones
+    # of the top `limit` matches, then of the top 4 * `limit`, then of all (the join)
+    for fetch in (limit, 4 * limit):
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? "
+                "ORDER BY bm25(items_fts, 2.0, 1.0, 1.5) LIMIT ?",
+                (fts_query(terms), fetch),
+            )
+        ]
+        if not ids:
+            return []
+        current = dict(
+            conn.execute(
+                "SELECT i.id, i.path FROM note_items i JOIN notes n ON n.id = i.note_id "
+                "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+                f"WHERE i.id IN ({_in(len(ids))})",
+                ids,
+            ).fetchall()
+        )
+        out = [(i, current[i]) for i in ids if i in current]
+        if len(out) >= limit or len(ids) < fetch:
+            return out[:limit]
+    return _bm25_items_joined(conn, terms, limit)
+
+
+def _bm25_items_joined(
+    conn: sqlite3.Connection, terms: list[str], limit: int
+) -> list[tuple[int, str]]:
+    """``bm25_items`` in one query (the reference the two-step version must equal)."""
     rows = conn.execute(
         "SELECT i.id, i.path FROM items_fts f "
         "JOIN note_items i ON i.id = f.rowid "
@@ -234,16 +287,43 @@ def symbol_matches(conn: sqlite3.Connection, names: list[str]) -> list[str]:
     return sorted(counts, key=lambda p: (-counts[p], p))
 
 
+@lru_cache(maxsize=1 << 16)
+def _path_terms(path: str) -> frozenset[str]:
+    """The search words of a path (a pure function of it, so cached across queries)."""
+    return frozenset(query_terms(path.replace("/", " ").replace(".", " ")))
+
+
 def path_matches(paths: list[str], terms: list[str]) -> list[str]:
-    tset = set(terms)
+    tset = frozenset(terms)
     scored: list[tuple[int, str]] = []
     for p in paths:
-        words = set(query_terms(p.replace("/", " ").replace(".", " ")))
-        n = len(words & tset)
+        n = len(_path_terms(p) & tset)
         if n:
             scored.append((n, p))
     scored.sort(key=lambda x: (-x[0], x[1]))
     return [p for _, p in scored]
+
+
+def _path_candidates(conn: sqlite3.Connection, terms: list[str]) -> list[str]:
+    """The indexed modules whose path has a word of ``terms``, the only ones
+    ``path_matches`` returns. All paths come from the primary-key index (a scan of the
+    modules table reads every row's facts); only the candidates' status is looked up."""
+    tset = frozenset(terms)
+    if not tset:
+        return []
+    candidates = [p for (p,) in conn.execute("SELECT path FROM modules") if _path_terms(p) & tset]
+    out: list[str] = []
+    for i in range(0, len(candidates), 500):
+        batch = candidates[i : i + 500]
+        out.extend(
+            r[0]
+            for r in conn.execute(
+                "SELECT path FROM modules WHERE status = 'indexed' "
+                f"AND path IN ({_in(len(batch))})",
+                batch,
+            )
+        )
+    return out
 
 
 def fuse(lists: dict[str, list[str]]) -> dict[str, float]:
@@ -288,13 +368,12 @@ def rank(conn: sqlite3.Connection, question: str) -> Ranking:
     terms = query_terms(question)
     chunks = bm25_chunks(conn, terms)
     items = bm25_items(conn, terms)
-    all_paths = [r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")]
     lists = {
         "files": bm25_files(conn, terms),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
         "symbols": symbol_matches(conn, identifiers(question)),
-        "paths": path_matches(all_paths, terms),
+        "paths": path_matches(_path_candidates(conn, terms), terms),
     }
     scores = fuse(lists)
     _graph_nudge(conn, scores)
@@ -313,25 +392,57 @@ def active_items(
     Where a model wrote notes, its summary/Q&A/facts replace the static ones; the static
     per-symbol items stay (they are exact and cheap).
     """
-    out: dict[str, list[tuple[int, NoteItem]]] = {}
-    for path in paths:
-        rows = conn.execute(
-            "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
-            "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
-            "WHERE n.path = ? ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal",
-            (path,),
-        ).fetchall()
-        generated = [r for r in rows if r["generated"]]
-        if generated:
-            best_backend = generated[0]["backend"]
-            rows = [
-                r
-                for r in rows
-                if r["backend"] == best_backend
-                or (r["backend"] == "static" and r["kind"] == "symbol")
-            ]
-        out[path] = [(r["id"], item_from_row(r)) for r in rows]
-    return out
+    return {path: _active_items(conn, path) for path in paths}
+
+
+def _active_items(
+    conn: sqlite3.Connection, path: str, keep: Callable[[sqlite3.Row], bool] | None = None
+) -> list[tuple[int, NoteItem]]:
+    """``active_items`` of one path; with ``keep``, only the rows it keeps are decoded
+    (a large module has hundreds of symbol items, and a question wants a few)."""
+    rows = conn.execute(
+        "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
+        "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "WHERE n.path = ? ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal",
+        (path,),
+    ).fetchall()
+    generated = [r for r in rows if r["generated"]]
+    if generated:
+        best_backend = generated[0]["backend"]
+        rows = [
+            r
+            for r in rows
+            if r["backend"] == best_backend or (r["backend"] == "static" and r["kind"] == "symbol")
+        ]
+    return [(r["id"], item_from_row(r)) for r in rows if keep is None or keep(r)]
+
+
+def _wanted_items(
+    conn: sqlite3.Connection, path: str, ids_by_note: dict[int, list[int]]
+) -> list[tuple[int, NoteItem]]:
+    """``_active_items(conn, path, keep)`` where ``keep`` takes the summaries and the items
+    of ``ids_by_note`` (note id -> item ids): the items ``pack`` may serve.
+
+    A module almost always has one current note. Then every row of the general query has
+    the same backend and creation time, so it orders them by ordinal alone (unique within
+    a note: ``insert_notes`` numbers them), and keeps them all; this reads just the wanted
+    rows in that order. Two or more notes take the general query."""
+    notes = conn.execute(
+        "SELECT n.id FROM notes n JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "WHERE n.path = ?",
+        (path,),
+    ).fetchall()
+    if len(notes) != 1:
+        wanted = {i for ids in ids_by_note.values() for i in ids}
+        return _active_items(conn, path, lambda r: r["id"] in wanted or r["kind"] == "summary")
+    ids = ids_by_note.get(notes[0][0], [])
+    rows = conn.execute(
+        "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
+        f"WHERE i.note_id = ? AND (i.kind = 'summary' OR i.id IN ({_in(len(ids))})) "
+        "ORDER BY i.ordinal",
+        (notes[0][0], *ids),
+    ).fetchall()
+    return [(r["id"], item_from_row(r)) for r in rows]
 
 
 def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
@@ -362,7 +473,6 @@ def pack(
     deny-listed file (what is served goes on to an agent's model)."""
     ctx = Context(question=question, budget=budget, ranking=ranking.files)
     files = ranking.files[:max_files]
-    active = active_items(conn, [p for p, _ in files])
     chosen: dict[str, list[ContextItem]] = defaultdict(list)
     used = 0
 
@@ -374,20 +484,34 @@ def pack(
         chosen[path].append(item)
         used += n
 
+    # the notes of the matched items, so each file reads only the items it may serve
+    ids_by_note: dict[int, list[int]] = defaultdict(list)
+    matched_ids = list(ranking.item_rank)
+    for i in range(0, len(matched_ids), 500):
+        batch = matched_ids[i : i + 500]
+        for iid, note_id in conn.execute(
+            f"SELECT id, note_id FROM note_items WHERE id IN ({_in(len(batch))})", batch
+        ):
+            ids_by_note[note_id].append(iid)
+
     def ordered(path: str, score: float) -> list[tuple[ContextItem, int]]:
-        items = active.get(path, [])
+        # the matched items, best first, then the summaries (ids are unique, so an item is
+        # either matched or a summary to add)
+        items = _wanted_items(conn, path, ids_by_note)
         matched = sorted(
             (x for x in items if x[0] in ranking.item_rank), key=lambda x: ranking.item_rank[x[0]]
         )
-        summary = [x for x in items if x[1].kind == "summary" and x not in matched]
+        summary = [x for x in items if x[1].kind == "summary" and x[0] not in ranking.item_rank]
         out = [_to_item(path, item, score) for _, item in matched + summary]
         return [(i, cost(i)) for i in out]
 
-    queues = {p: ordered(p, score) for p, score in files}
+    # a file's queue is built when pass 1 reaches it: the files after the one that ends
+    # the pass are not served at all, so their items are never read
+    queues: dict[str, list[tuple[ContextItem, int]]] = {}
     # pass 1: one compact item per file, strictly in rank order (a file whose item does not
     # fit ends the pass, so the order of files served is the ranking's)
-    for path, _ in files:
-        queue = queues[path]
+    for path, score in files:
+        queue = queues[path] = ordered(path, score)
         if not queue:
             continue
         pick = next((x for x in queue if x[1] <= COMPACT_TOKENS), min(queue, key=lambda x: x[1]))

@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -162,6 +162,9 @@ CREATE TABLE payoff(
 );
 CREATE INDEX payoff_path ON payoff(path);
 ALTER TABLE jobs ADD COLUMN reasons_json TEXT
+""",
+    # retrieve maps ranked files_fts rowids to modules (without it, a scan of every module)
+    4: """CREATE INDEX modules_file_rowid ON modules(file_rowid)
 """,
 }
 

@@ -1,0 +1,184 @@
+"""The fast paths of ``retrieve`` give what the straightforward queries give.
+
+``rank`` and ``pack`` read less than they used to (two-step FTS queries, path words cached
+per path, path candidates from the primary-key index, only the note items a file may
+serve). Each is checked here against the straightforward version it replaced, on the shop
+fixture with extra notes: model notes next to the static ones, and notes of an older blob
+that match a question but are not served.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sleepy_repo import api, retrieve
+from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
+from sleepy_repo.store import NoteStore
+
+QUESTIONS = [
+    "How are coupon discounts applied before VAT?",
+    "Where is the cart total computed?",
+    "What happens when a gift card balance is too low?",
+    "how are payments retried when the card is declined",
+    "format money amounts in the web client",
+    "what does shop/storage.py export",
+    "vat_for_order priceCart Cart",
+    "coupon coupon coupon stale",
+    "x",
+]
+
+
+def _item(kind: str, text: str, line: int, path: str, generated: bool = True) -> NoteItem:
+    return NoteItem(
+        kind=kind,
+        text=text,
+        question="What does it do about coupons?" if kind == "qa" else None,
+        symbol=None,
+        start_line=line,
+        end_line=line,
+        citations=(Citation(path, line, line, None, ""),),
+        generated=generated,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoteStore]:
+    from helpers import load_builder
+
+    dest = tmp_path_factory.mktemp("speed") / "shop"
+    root = Path(load_builder().build_repo("shop", dest))
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    with repo.store.write() as conn:
+        mods = conn.execute(
+            "SELECT path, blob_sha FROM modules WHERE status = 'indexed' ORDER BY path"
+        ).fetchall()
+        assert len(mods) >= 4
+        # on one module, a model note of one backend, then two of another (the newest
+        # backend's notes are both served); one model note on a second module; and notes
+        # of an older blob on all of them
+        for n, (path, sha) in enumerate(mods[:2]):
+            for backend, effort in [("other", "low"), ("fake", "low"), ("fake", "high")][2 * n :]:
+                items = [
+                    _item("summary", f"{backend} {effort} summary of coupon handling", 1, path),
+                    _item("qa", f"{backend} {effort}: coupons apply before VAT", 1, path),
+                    _item("fact", "coupon totals are rounded to cents", 1, path),
+                ]
+                key = NoteKey(path, sha, "p1", backend, f"{backend}-1", effort)
+                NoteStore.put_notes(conn, ModuleNotes(key, items), origin="written")
+        for path, _ in mods:
+            old = NoteKey(path, "0" * 40, "p1", "fake", "fake-1", "low")
+            items = [_item("qa", f"stale coupon note {i} coupon coupon", 1, path) for i in range(5)]
+            NoteStore.put_notes(conn, ModuleNotes(old, items), origin="written")
+    yield repo.store
+
+
+# -- the straightforward versions ----------------------------------------------------------
+def chunks_joined(conn: sqlite3.Connection, terms: list[str], limit: int = 300) -> Any:
+    if not terms:
+        return []
+    rows = conn.execute(
+        "SELECT c.id, c.path, c.start_line, c.end_line, c.symbol, c.text, c.servable "
+        "FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
+        "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+        (retrieve.fts_query(terms), limit),
+    )
+    return [retrieve.Chunk(*r) for r in rows]
+
+
+def items_joined(conn: sqlite3.Connection, terms: list[str], limit: int = 400) -> Any:
+    return retrieve._bm25_items_joined(conn, terms, limit) if terms else []
+
+
+def all_indexed_paths(conn: sqlite3.Connection, terms: list[str]) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")]
+
+
+def path_matches_uncached(paths: list[str], terms: list[str]) -> list[str]:
+    tset = set(terms)
+    scored = []
+    for p in paths:
+        n = len(set(retrieve.query_terms(p.replace("/", " ").replace(".", " "))) & tset)
+        if n:
+            scored.append((n, p))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return [p for _, p in scored]
+
+
+def wanted_general(
+    conn: sqlite3.Connection, path: str, ids_by_note: dict[int, list[int]]
+) -> list[tuple[int, NoteItem]]:
+    wanted = {i for ids in ids_by_note.values() for i in ids}
+    return retrieve._active_items(conn, path, lambda r: r["id"] in wanted or r["kind"] == "summary")
+
+
+STRAIGHT: dict[str, Callable[..., Any]] = {
+    "bm25_chunks": chunks_joined,
+    "bm25_items": items_joined,
+    "_path_candidates": all_indexed_paths,
+    "path_matches": path_matches_uncached,
+    "_wanted_items": wanted_general,
+}
+
+
+def served(store: NoteStore, question: str, budget: int) -> tuple[Any, Any]:
+    with store.read() as conn:
+        ranking = retrieve.rank(conn, question)
+        ctx = retrieve.pack(ranking, conn, question, budget)
+    return ranking, ctx.to_json()
+
+
+# -- tests ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_rank_and_pack_equal_the_straightforward_way(
+    store: NoteStore, question: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = [served(store, question, budget) for budget in (300, 1500, 4000)]
+    for name, fn in STRAIGHT.items():
+        monkeypatch.setattr(retrieve, name, fn)
+    straight = [served(store, question, budget) for budget in (300, 1500, 4000)]
+    assert fast == straight
+    assert fast[-1][0].files or not retrieve.query_terms(question)
+
+
+def test_items_of_older_blobs_are_skipped_at_any_limit(store: NoteStore) -> None:
+    """Few current items among the best matches: the second fetch, then the join."""
+    terms = retrieve.query_terms("stale coupon note")
+    with store.read() as conn:
+        for limit in (1, 2, 3, 5, 8, 13, 40, 400):
+            got = retrieve.bm25_items(conn, terms, limit)
+            assert got == items_joined(conn, terms, limit), limit
+            assert len(got) <= limit
+
+
+def test_wanted_items_equal_active_items_for_every_module(store: NoteStore) -> None:
+    with store.read() as conn:
+        paths = [r[0] for r in conn.execute("SELECT path FROM modules")]
+        by_note: dict[int, list[int]] = {}
+        for iid, note_id in conn.execute("SELECT id, note_id FROM note_items WHERE id % 3 = 0"):
+            by_note.setdefault(note_id, []).append(iid)
+        multi = 0
+        for path in paths:
+            got = retrieve._wanted_items(conn, path, by_note)
+            assert got == wanted_general(conn, path, by_note), path
+            every = retrieve.active_items(conn, [path])[path]
+            assert got == [x for x in every if x[1].kind == "summary" or x in got]
+            multi += len({i.text for _, i in got if i.kind == "summary"}) > 1
+        assert multi  # a module with two served summaries took the general query
+
+
+def test_cached_path_terms_equal_query_terms(store: NoteStore) -> None:
+    with store.read() as conn:
+        paths = [r[0] for r in conn.execute("SELECT path FROM modules")]
+    paths += ["a/b_c/DeepCamelCase.py", "x/" + "/".join(f"w{i}x" for i in range(40)) + ".py"]
+    for path in paths:
+        words = set(retrieve.query_terms(path.replace("/", " ").replace(".", " ")))
+        assert retrieve._path_terms(path) == words, path
+    for question in QUESTIONS:
+        terms = retrieve.query_terms(question)
+        assert retrieve.path_matches(paths, terms) == path_matches_uncached(paths, terms)
