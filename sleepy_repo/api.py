@@ -39,6 +39,7 @@ from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import Context, context
+from sleepy_repo.retrieve import log_context_hit as log_hit_of_context
 from sleepy_repo.scan import find_root
 from sleepy_repo.scheduler import LOCK_NAME
 from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
@@ -521,8 +522,10 @@ def _item_json(path: str, item: Any) -> dict[str, Any]:
 
 # -- context -------------------------------------------------------------------------------
 def get_context(
-    repo: Repo, question: str, budget: int | None = None, *, source: str = "cli"
+    repo: Repo, question: str, budget: int | None = None, *, source: str | None = "cli"
 ) -> Context:
+    """Cited context for ``question``; logged as a query hit of ``source`` (None: not
+    logged; the caller logs it later with ``log_context_hit``, e.g. after replying)."""
     if not question.strip():
         raise SleepyError("the question is empty")
     budget = budget if budget is not None else repo.config.retrieve.budget
@@ -535,6 +538,10 @@ def get_context(
             )
     deny = DenyList(repo.config.scan.deny)
     return context(repo.store, question, budget, log_source=source, deny=deny)
+
+
+def log_context_hit(repo: Repo, ctx: Context, source: str) -> None:
+    log_hit_of_context(repo.store, ctx, source)
 
 
 # -- gc ------------------------------------------------------------------------------------

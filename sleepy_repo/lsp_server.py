@@ -697,7 +697,8 @@ def build_server(
         question, budget = question_arg(a), budget_arg(a, ls.settings)
         repo = ls.repo_for(a)
         with failures(ls, "context"):
-            ctx = await asyncio.to_thread(api.get_context, repo, question, budget, source="lsp")
+            ctx = await asyncio.to_thread(api.get_context, repo, question, budget, source=None)
+        ls.in_background(api.log_context_hit, repo, ctx, "lsp")  # after the reply, in order
         return ctx.to_json()
 
     return server

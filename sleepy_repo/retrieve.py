@@ -595,9 +595,14 @@ def context(
         ranking = rank(conn, question)
         ctx = pack(ranking, conn, question, budget, deny=deny)
     if log_source:
-        with store.write() as conn:
-            served: dict[str, int] = defaultdict(int)
-            for item in ctx.items:
-                served[item.path] += count_tokens(item.render())
-            store.log_hit(conn, log_source, question, ctx.files(), dict(served))
+        log_context_hit(store, ctx, log_source)
     return ctx
+
+
+def log_context_hit(store: NoteStore, ctx: Context, source: str) -> None:
+    """Log a served context as a query hit (the planner's signal, the notes' payoff)."""
+    served: dict[str, int] = defaultdict(int)
+    for item in ctx.items:
+        served[item.path] += count_tokens(item.render())
+    with store.write() as conn:
+        store.log_hit(conn, source, ctx.question, ctx.files(), dict(served))
