@@ -445,3 +445,123 @@ def test_lsp_watch_hook_and_refresh_at_once(make_repo, tmp_path: Path) -> None:
         f"{hook_notes} static note sets, in {elapsed:.1f}s; 0 lost, 0 locked"
     )
     assert SOAK or elapsed < 90
+
+
+def _generated_repo(root: Path, n: int) -> list[str]:
+    """A git repo of ``n`` small, importing Python modules (committed)."""
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    paths = []
+    for i in range(n):
+        rel = f"pkg/m{i:04d}.py"
+        (root / rel).write_text(
+            f'"""Module {i}: ledger entries of kind {i % 17}."""\n\n'
+            f"from pkg import m{(i * 7) % n:04d}\n\n\n"
+            f'def settle_{i}(amount):\n    """Settle an entry of kind {i % 17}."""\n'
+            f"    return amount * {i}\n\n\n"
+            f"class Entry{i}:\n    def total(self):\n        return settle_{i}(1)\n"
+        )
+        paths.append(rel)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "generated")
+    return paths
+
+
+def test_each_executable_writes_a_thousand(tmp_path: Path) -> None:
+    """The issue's shape at full size: on a 1,000-module repo, ``refresh`` writes 1,000 static
+    note sets, ``hook pre-commit --all`` 1,000 mirrored notes, ``watch`` 1,000 fake-model
+    notes and ``lsp`` 1,000 query hits, all at once on one store: nothing lost, nothing
+    duplicated, no "database is locked" reaching anyone."""
+    assert EXE
+    n = 1000
+    repo = tmp_path / "big"
+    paths = _generated_repo(repo, n)
+    _sleepy_config(repo)
+    with open(repo / ".sleepy" / "config.toml", "a") as fh:  # the hook writes mirrors too
+        fh.write("[retrieve]\nbudget = 400\n")
+    text = (repo / ".sleepy" / "config.toml").read_text()
+    (repo / ".sleepy" / "config.toml").write_text(
+        text.replace('backend = "fake"\n', 'backend = "fake"\ncommit = true\n', 1)
+    )
+    watch_log = tmp_path / "watch.log"
+    with open(watch_log, "wb") as fh:
+        watcher = subprocess.Popen(
+            [EXE, "watch", "--repo", str(repo)], stdout=subprocess.DEVNULL, stderr=fh, env=_env()
+        )
+    srv = Server(tmp_path / "lsp.log")
+    store = NoteStore(repo / ".sleepy")
+    t0 = time.monotonic()
+    try:
+        deadline = time.monotonic() + 120
+        while b"watching" not in watch_log.read_bytes():
+            assert watcher.poll() is None and time.monotonic() < deadline, watch_log.read_text()
+            time.sleep(0.1)
+        srv.initialize(repo)
+        runs: list[subprocess.CompletedProcess[str]] = []
+
+        def run(*args: str) -> None:
+            runs.append(
+                subprocess.run(
+                    [EXE, *args, "--repo", str(repo)],
+                    capture_output=True,
+                    text=True,
+                    env=_env(),
+                    timeout=600,
+                )
+            )
+
+        writers = [
+            threading.Thread(target=run, args=("refresh", "--backend", "static")),
+            threading.Thread(target=run, args=("hook", "pre-commit", "--all")),
+        ]
+        for w in writers:
+            w.start()
+        ids = [
+            srv.send("sleepy/context", {"question": f"settle ledger entries of kind {i % 17} #{i}"})
+            for i in range(n)
+        ]
+        replies = [srv.wait(i, timeout=600) for i in ids]
+        for w in writers:
+            w.join(600)
+        deadline = time.monotonic() + 600
+        while not _settled(store):
+            assert time.monotonic() < deadline, "the watcher did not write the model notes"
+            assert watcher.poll() is None, watch_log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert srv.close() == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.send_signal(signal.SIGTERM)
+            watcher.wait(60)
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+    elapsed = time.monotonic() - t0
+
+    assert [r for r in replies if "error" in r] == []
+    _assert_clean(runs, "refresh + hook")
+    for name, text in (
+        ("lsp", srv.log.read_text(errors="replace")),
+        ("watch", watch_log.read_text()),
+    ):
+        assert "locked" not in text.lower(), (name, text[-3000:])
+        assert "Traceback" not in text, (name, text[-3000:])
+    assert store.integrity_errors() == []
+    assert _duplicates(store) == {}
+    with store.read() as conn:
+        per_backend = dict(
+            conn.execute(
+                "SELECT n.backend, count(*) FROM notes n JOIN modules m ON m.path = n.path "
+                "AND m.blob_sha = n.blob_sha WHERE n.path LIKE 'pkg/m%' GROUP BY n.backend"
+            ).fetchall()
+        )
+        hits = conn.execute("SELECT count(*) FROM hits WHERE source = 'lsp'").fetchone()[0]
+    mirrors = list((repo / ".sleepy" / "notes").rglob("*.md"))
+    assert per_backend == {"static": n, "fake": n}, per_backend
+    assert hits == n
+    assert len([m for m in mirrors if "/pkg/m" in m.as_posix()]) == len(paths)
+    print(
+        f"\n1,000-module repo: {per_backend['static']} static note sets (refresh/hook/watch), "
+        f"{per_backend['fake']} fake-model notes (watch), {len(mirrors)} mirrors (hook), "
+        f"{hits} query hits (lsp) in {elapsed:.1f}s; 0 lost, 0 duplicated, 0 locked"
+    )
