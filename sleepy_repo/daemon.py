@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sleepy_repo import api
 from sleepy_repo.errors import SleepyError
 from sleepy_repo.models import get_backend
 from sleepy_repo.models import ready as backend_ready
+from sleepy_repo.scan import uncommitted
 from sleepy_repo.scheduler import Scheduler, SleeperBusyError, SleeperLock, SleepThread
 from sleepy_repo.watch import Batch, Watcher
 
@@ -119,16 +119,6 @@ def importers(repo: api.Repo, paths: Iterable[str]) -> set[str]:
         }
 
 
-def _dirty(repo: api.Repo) -> set[str]:
-    """Paths that differ from HEAD (edited, not yet committed)."""
-    out = subprocess.run(
-        ["git", "-C", str(repo.root), "diff", "--name-only", "-z", "HEAD", "--"],
-        capture_output=True,
-        check=False,
-    ).stdout
-    return {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
-
-
 @dataclass
 class WatchStats:
     batches: int = 0
@@ -159,7 +149,7 @@ def handle_batch(
         # only edits in the work tree: after a branch switch or a pull the importers' notes
         # (keyed by content) were written on that branch, and re-noting them would make
         # every later visit cost model calls again
-        changed_api = set() if batch.head_changed else changed_api & _dirty(repo)
+        changed_api = set() if batch.head_changed else changed_api & set(uncommitted(repo.root))
     deps = importers(repo, changed_api) - batch.paths
     if deps:
         stats.dependency_changed |= deps

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sleepy_repo import activity
 from sleepy_repo.config import SleepConfig
+from sleepy_repo.scan import uncommitted
 from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
@@ -103,21 +104,7 @@ def git_history(root: Path, commits: int, rev: str = "HEAD", *, dirty: bool = Tr
         hist.newest.setdefault(token, index)
     hist.commits = index + 1
     if dirty:
-        st = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all"],
-            capture_output=True,
-            check=False,
-        )
-        if st.returncode == 0:
-            entries = st.stdout.decode("utf-8", "surrogateescape").split("\0")
-            i = 0
-            while i < len(entries):
-                e = entries[i]
-                if len(e) > 3:
-                    hist.dirty.add(e[3:])
-                    if e[0] in "RC":  # a rename's source follows
-                        i += 1
-                i += 1
+        hist.dirty.update(uncommitted(root))
     return hist
 
 

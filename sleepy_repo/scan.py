@@ -77,6 +77,29 @@ def _git(root: Path, *args: str) -> bytes:
     return proc.stdout
 
 
+def uncommitted(root: Path) -> list[str]:
+    """Paths that differ from HEAD: modified, staged, deleted, renamed (the new name) and
+    untracked-not-ignored, from ``git status``; empty when git fails."""
+    proc = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all"],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return []
+    entries = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
+    out: list[str] = []
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if len(e) > 3:
+            out.append(e[3:])
+            if e[0] in "RC":  # a rename's or copy's source follows
+                i += 1
+        i += 1
+    return out
+
+
 def find_root(path: Path) -> tuple[Path, bool]:
     """The enclosing git work tree of ``path`` (or ``path`` itself outside git)."""
     path = path.resolve()

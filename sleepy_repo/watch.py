@@ -30,6 +30,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.utils.event_debouncer import EventDebouncer
 
+from sleepy_repo.scan import uncommitted
+
 log = logging.getLogger(__name__)
 
 WATCH_LIMIT_ERRNOS = {errno.ENOSPC, errno.EMFILE, errno.ENFILE}
@@ -219,35 +221,14 @@ class Watcher:
                 check=False,
                 text=True,
             ).stdout
-            st = subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(self.root),
-                    "status",
-                    "--porcelain=v1",
-                    "-z",
-                    "--untracked-files=all",
-                ],
-                capture_output=True,
-                check=False,
-            ).stdout.decode("utf-8", "surrogateescape")
             files: dict[str, Any] = {}
-            entries = st.split("\0")
-            i = 0
-            while i < len(entries):
-                e = entries[i]
-                if len(e) > 3:
-                    path = e[3:]
-                    rel, _ = self.classify(str(self.root / path))
-                    if rel is not None:
-                        try:
-                            files[rel] = os.stat(self.root / rel).st_mtime_ns
-                        except OSError:
-                            files[rel] = None  # deleted
-                    if e[0] in "RC":
-                        i += 1
-                i += 1
+            for path in uncommitted(self.root):
+                rel, _ = self.classify(str(self.root / path))
+                if rel is not None:
+                    try:
+                        files[rel] = os.stat(self.root / rel).st_mtime_ns
+                    except OSError:
+                        files[rel] = None  # deleted
             return {"head": head, "files": files}
         files = {}
         for dirpath, dirnames, filenames in os.walk(self.root):
