@@ -20,7 +20,6 @@ from typing import Any
 
 from sleepy_repo import activity, mirror
 from sleepy_repo.ask import answer as answer_question
-from sleepy_repo.ask import get_model as get_answer_model
 from sleepy_repo.budget import Budget, spent_today
 from sleepy_repo.config import (
     CONFIG_DIR,
@@ -34,6 +33,7 @@ from sleepy_repo.errors import ConfigError, RepoError, SleepyError
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
+from sleepy_repo.models.structured import get_model as get_answer_model
 from sleepy_repo.notes import NoteItem, Usage
 from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit

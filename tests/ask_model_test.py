@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from fake_anthropic import FakeAnthropic, Recorded, Reply
 
-from sleepy_repo.ask import FakeModel, StructuredRequest, answer, item_id
+from sleepy_repo.ask import answer, item_id
 from sleepy_repo.config import LOCAL_MODEL_FILE, default_model_dir
 from sleepy_repo.errors import ModelOutputError
+from sleepy_repo.models.structured import FakeModel, StructuredRequest
 from sleepy_repo.retrieve import Context, ContextItem
 
 from helpers import CLI
@@ -250,7 +251,7 @@ def test_local_model_answers_end_to_end(make_repo: Any, cli: CLI) -> None:
 
 
 def test_a_local_reply_cut_in_its_answer_is_salvaged() -> None:
-    from sleepy_repo.ask import _object
+    from sleepy_repo.models.structured import _object
 
     cut = '{"citations": ["a.py:1-5"], "answer": "It adds the discount, then'
     assert _object(cut, "length") == {

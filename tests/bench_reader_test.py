@@ -14,12 +14,12 @@ import pytest
 from bench_localize_test import BUDGETS, C1, Scripted, _cases
 from rich.console import Console
 
-from sleepy_repo.ask import FakeModel, StructuredRequest
 from sleepy_repo.bench import report
 from sleepy_repo.bench.localize import run_localize
 from sleepy_repo.bench.reader import Reader, f1_score, locate_request
 from sleepy_repo.bench.strategies import ModelNotes, Served, StateEnv, StaticNotes
 from sleepy_repo.config import Config
+from sleepy_repo.models.structured import FakeModel, StructuredRequest
 from sleepy_repo.tokens import count_tokens
 
 

@@ -68,6 +68,7 @@ def test_the_wheel_maps_prompts_into_the_package() -> None:
 
 def test_a_built_wheel_contains_the_prompts(tmp_path: Path) -> None:
     import hatchling  # noqa: F401  (in the [test] extra: the build backend must be importable)
+
     proc = subprocess.run(
         [
             sys.executable,

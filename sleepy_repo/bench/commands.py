@@ -70,7 +70,6 @@ def cmd_localize(
 ) -> int:
     from rich.console import Console
 
-    from sleepy_repo.ask import get_model
     from sleepy_repo.bench import report
     from sleepy_repo.bench.aider_map import AiderMap
     from sleepy_repo.bench.localize import DEFAULT_BUDGETS, repo_root, run_localize
@@ -79,6 +78,7 @@ def cmd_localize(
     from sleepy_repo.bench.strategies import DEFAULT_STRATEGIES, ModelNotes, Strategy, select
     from sleepy_repo.config import load_config
     from sleepy_repo.errors import SleepyError
+    from sleepy_repo.models.structured import get_model
 
     root = repo_root(Path(repo) if repo else Path.cwd())
     config = load_config(root)

@@ -2,7 +2,8 @@
 change, choosing only among the files the context shows.
 
 One structured call per (case, strategy, budget), through the same structured models as
-``ask`` (``sleepy_repo.ask.get_model``: ``local``, ``anthropic`` or ``fake``). The prompts
+``ask`` (``sleepy_repo.models.structured.get_model``: ``local``, ``anthropic`` or
+``fake``). The prompts
 are ``prompts/locate-system.md`` and ``prompts/locate.md``; the served text is delimited
 as untrusted data, and the reply's ``files`` are an ``enum`` of the context's files (the
 local model cannot name another; other backends' extra names are dropped and counted).
@@ -24,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sleepy_repo.ask import StructuredModel, StructuredRequest
 from sleepy_repo.bench.strategies import Served
 from sleepy_repo.errors import ModelError, ModelOutputError
+from sleepy_repo.models.structured import StructuredModel, StructuredRequest
 from sleepy_repo.prompt_files import load_prompt
 from sleepy_repo.redact import redact_text
 

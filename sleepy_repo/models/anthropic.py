@@ -399,7 +399,7 @@ class AnthropicBackend:
         usage: list[Usage] = []
         drafts: list[list[DraftItem]] = []
         for call in calls:
-            raw = self._message(client.messages.create, call.params, tuple(usage))
+            raw = self.message(client.messages.create, call.params, tuple(usage))
             usage.append(self.usage_of(raw))
             try:
                 drafts.append(parse_reply(raw, self.effort))
@@ -442,7 +442,7 @@ class AnthropicBackend:
             )
         return out
 
-    def _message(self, create: Any, params: dict[str, Any], billed: tuple[Usage, ...]) -> Any:
+    def message(self, create: Any, params: dict[str, Any], billed: tuple[Usage, ...]) -> Any:
         message = self._api(lambda: create(**params), params["model"], billed)
         try:
             raw = message.to_dict()

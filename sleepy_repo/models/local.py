@@ -354,7 +354,7 @@ class LocalBackend:
         usage: list[Usage] = []
         drafts: list[list[DraftItem]] = []
         for chat in chats:
-            text, finish, u = self._complete(llm, chat, schema, tuple(usage))
+            text, finish, u = self.complete(llm, chat, schema, tuple(usage))
             usage.append(u)
             try:
                 drafts.append(parse_json_reply(text, finish, self.effort))
@@ -362,7 +362,7 @@ class LocalBackend:
                 raise ModelOutputError(str(exc), usage=tuple(usage)) from None
         return NoteDraft(items=merge_parts(drafts), generated=True, usage=tuple(usage))
 
-    def _complete(
+    def complete(
         self,
         llm: Any,
         chat: list[dict[str, str]],
