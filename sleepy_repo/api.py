@@ -29,12 +29,14 @@ from sleepy_repo.config import (
     default_config_toml,
     load_config,
 )
-from sleepy_repo.errors import ConfigError, RepoError, SleepyError
+from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
 from sleepy_repo.models.structured import get_model as get_answer_model
+from sleepy_repo.models.structured import model_for
 from sleepy_repo.notes import NoteItem, Usage
+from sleepy_repo.overview import overview_rows, write_overview
 from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.redact import DenyList
@@ -195,6 +197,8 @@ def refresh(
         }
         if b.generated:
             model = _model_json(b, sr)
+            if effort == "deep" and not sr.queued and not sr.batched:
+                model["overview"] = _overview(repo, b)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -210,6 +214,19 @@ def refresh(
         "imported": imported,
         "seconds": round(report.seconds, 3),
     }
+
+
+def _overview(repo: Repo, backend: Backend) -> dict[str, Any]:
+    """The deep effort's repo overview note, once every module's notes are written: its
+    report, or the error that stopped it (the refresh itself succeeded)."""
+    model = model_for(backend, repo.config)
+    if model is None:
+        return {"skipped": "the static backend writes no overview"}
+    try:
+        return write_overview(repo.root, repo.store, model, repo.config).to_json()
+    except ModelError as exc:
+        log.warning("the repo overview note failed: %s", exc)
+        return {"error": str(exc)}
 
 
 def _phase(progress: Progress | None, phase: str) -> Callable[[int, int], None] | None:
@@ -456,7 +473,11 @@ def _payoff_json(conn: Any, after_days: float) -> dict[str, Any]:
 
 # -- notes ---------------------------------------------------------------------------------
 def module_notes(repo: Repo, path: str) -> dict[str, Any]:
+    if str(path).strip() in (".", "./"):  # the repository itself, wherever the cwd is
+        return overview_notes(repo)
     rel = repo.relpath(path)
+    if rel == ".":
+        return overview_notes(repo)
     with repo.store.read() as conn:
         row = conn.execute(
             "SELECT path, lang, blob_sha, status, reason, warning FROM modules WHERE path = ?",
@@ -499,6 +520,47 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
         "reason": row["reason"],
         "warning": row["warning"],
         "notes": notes,
+    }
+
+
+def overview_notes(repo: Repo) -> dict[str, Any]:
+    """The repo overview note (``deep`` effort) in ``module_notes``' shape, for the path
+    ``.``: its items are filed under the modules they cite first, and each names its path."""
+    notes: dict[tuple[str, str], dict[str, Any]] = {}
+    with repo.store.read() as conn:
+        for n in overview_rows(conn):
+            note = notes.setdefault(
+                (n["backend"], n["model"]),
+                {
+                    "backend": n["backend"],
+                    "model": n["model"],
+                    "effort": n["effort"],
+                    "prompt_version": n["prompt_version"],
+                    "origin": n["origin"],
+                    "dropped_citations": 0,
+                    "items": [],
+                },
+            )
+            note["dropped_citations"] += n["dropped_citations"]
+            if n["origin"] == "carried":
+                note["origin"] = "carried"
+            note["items"] += [
+                _item_json(n["path"], item_from_row(r))
+                for r in conn.execute(
+                    "SELECT * FROM note_items WHERE note_id = ? ORDER BY ordinal", (n["id"],)
+                )
+            ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "path": ".",
+        "lang": None,
+        "blob_sha": None,
+        "status": "overview",
+        "reason": None
+        if notes
+        else "no overview note yet: `refresh --effort deep` with a model backend writes one",
+        "warning": None,
+        "notes": list(notes.values()),
     }
 
 

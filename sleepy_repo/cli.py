@@ -211,8 +211,11 @@ def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
     if as_json:
         _print_json(n)
         return 0
-    out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
-    if n["status"] != "indexed":
+    if n["status"] == "overview":
+        out.print(f"# repo overview note ({len(n['notes'])} note sets)")
+    else:
+        out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
+    if n["status"] not in ("indexed", "overview"):
         out.print(f"skipped: {n['reason']}")
     for note in n["notes"]:
         out.print(f"\n## {note['backend']} {note['model']} ({note['origin']})")
@@ -221,7 +224,7 @@ def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
             head = f"Q: {item['question']}\n   " if item["question"] else ""
             out.print(
                 f"- [{item['kind']}] {head}{item['text']}  "
-                f"({n['path']}:{item['start_line']}-{item['end_line']}){stale}"
+                f"({item['path']}:{item['start_line']}-{item['end_line']}){stale}"
             )
     return 0
 

@@ -328,8 +328,9 @@ def build_server(repo: api.Repo) -> MCPServer:
         annotations=READ_ONLY,
         description="All stored notes of one source file for its current content: one entry "
         "per note set (backend, model, effort, origin), each with its items (kind, question, "
-        f"text, lines, citations, stale). At most {MAX_NOTE_ITEMS} items per note set. A path "
-        "outside the repository or not indexed is an error.",
+        f"text, lines, citations, stale). At most {MAX_NOTE_ITEMS} items per note set. The "
+        "path `.` gives the repository overview note (written by the deep effort), whose items "
+        "each name their file. A path outside the repository or not indexed is an error.",
     )
     def module_notes(path: ModulePath) -> NotesJson:
         with _tool_errors():

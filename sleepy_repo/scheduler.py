@@ -35,8 +35,11 @@ from typing import IO, Any
 from sleepy_repo import activity, planner
 from sleepy_repo.budget import Budget
 from sleepy_repo.config import Config
-from sleepy_repo.errors import SleepyError
+from sleepy_repo.errors import ModelCancelledError, ModelError, SleepyError
 from sleepy_repo.models.base import Backend
+from sleepy_repo.models.structured import model_for
+from sleepy_repo.overview import LEDGER_PATH as OVERVIEW_PATH
+from sleepy_repo.overview import write_overview
 from sleepy_repo.redact import DenyList
 from sleepy_repo.sleep import note_key, write_notes
 from sleepy_repo.store import NoteStore
@@ -116,6 +119,7 @@ class Scheduler:
     clock: Clock = time.time
     history: planner.History | None = None  # fixed history (benchmarks); else read from git
     dependency_changed: set[str] = field(default_factory=set)
+    _overview_seen: tuple[Any, ...] = ()  # notes/index state the overview last considered
 
     # -- idle --------------------------------------------------------------------------
     def idle_for(self) -> float:
@@ -213,6 +217,8 @@ class Scheduler:
             return StepResult("busy")
         job = self._next_job()
         if job is None:
+            if self.effort == "deep":
+                return self._overview()
             self.set_state("idle: nothing queued")
             return StepResult("empty")
         path, blob, reason = job
@@ -248,6 +254,46 @@ class Scheduler:
                 )
             return StepResult("ran", path, detail)
         return StepResult("ran", path, written=report.written)
+
+    def _overview(self) -> StepResult:
+        """With every module noted (``deep`` effort), the repo overview note, when the
+        notes or the index changed since it was last considered."""
+        assert self.backend is not None
+        with self.store.read() as conn:
+            seen = conn.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM notes), "
+                "(SELECT coalesce(max(updated_at), 0) FROM modules)"
+            ).fetchone()
+        if tuple(seen) == self._overview_seen:
+            self.set_state("idle: nothing queued")
+            return StepResult("empty")
+        model = model_for(self.backend, self.config)
+        if model is None:
+            self._overview_seen = tuple(seen)
+            return StepResult("empty")
+        self.set_state("writing the repo overview note")
+        try:
+            report = write_overview(self.root, self.store, model, self.config)
+        except ModelCancelledError as exc:
+            self.set_state("paused: the developer is back")
+            return StepResult("paused", OVERVIEW_PATH, str(exc))
+        except ModelError as exc:
+            log.warning("the repo overview note failed: %s", exc)
+            self._overview_seen = tuple(seen)  # tried for this state; retried once it changes
+            return StepResult("ran", OVERVIEW_PATH, str(exc))
+        if report.refused:
+            self.set_state(f"stopped: {report.refused}")
+            return StepResult("budget", OVERVIEW_PATH, report.refused)
+        with self.store.read() as conn:  # what the overview itself wrote counts as seen
+            seen = conn.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM notes), "
+                "(SELECT coalesce(max(updated_at), 0) FROM modules)"
+            ).fetchone()
+        self._overview_seen = tuple(seen)
+        if not report.written:
+            self.set_state("idle: nothing queued")
+            return StepResult("empty")
+        return StepResult("ran", OVERVIEW_PATH, written=report.written)
 
     def set_state(self, state: str) -> None:
         value = {"state": state, "pid": os.getpid(), "ts": self.clock()}

@@ -124,7 +124,7 @@ def _callers(conn: sqlite3.Connection, facts: ModuleFacts) -> dict[str, list[Cal
     return out
 
 
-def _read_lines(root: Path, path: str, expected_blob: str) -> list[str] | None:
+def indexed_lines(root: Path, path: str, expected_blob: str) -> list[str] | None:
     """The module's lines if the file still has the indexed content, else None."""
     try:
         data = (root / path).read_bytes()
@@ -311,7 +311,7 @@ def _request(
     attempt: int = 1,
 ) -> NoteRequest | None:
     """What a backend needs to note one module; None if it changed since it was indexed."""
-    lines = _read_lines(root, path, blob)
+    lines = indexed_lines(root, path, blob)
     if lines is None:
         log.info("%s changed since it was indexed; its notes wait for the next refresh", path)
         return None
@@ -605,7 +605,7 @@ def _carry(root: Path, store: NoteStore, changed: list[Changed], report: SleepRe
             if not old_keys:
                 continue
             data = store.facts_json(conn, ch.path)
-        lines = _read_lines(root, ch.path, ch.new_blob)
+        lines = indexed_lines(root, ch.path, ch.new_blob)
         if data is None or lines is None:
             continue
         facts = ModuleFacts.from_dict(data)

@@ -106,14 +106,13 @@ def default_notes(req: Recorded) -> dict[str, Any]:
 def message(
     req: Recorded, tool_input: Any, usage: dict[str, int], stop_reason: str = "tool_use"
 ) -> dict[str, Any]:
+    tool = (req.json.get("tool_choice") or {}).get("name", "record_notes")  # the forced tool
     return {
         "id": f"msg_fake_{id(req)}",
         "type": "message",
         "role": "assistant",
         "model": req.json.get("model", "fake"),
-        "content": [
-            {"type": "tool_use", "id": "toolu_fake", "name": "record_notes", "input": tool_input}
-        ],
+        "content": [{"type": "tool_use", "id": "toolu_fake", "name": tool, "input": tool_input}],
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": dict(usage),

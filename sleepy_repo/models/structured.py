@@ -125,6 +125,25 @@ class FakeModel:
             data = self.handler(request)
         elif request.task == "locate":
             data = {"files": list(request.choices[:2])}
+        elif request.task == "overview":
+            first = list(request.choices[:4])
+            data = {
+                "summary": {
+                    "text": f"[fake] The repository is built around {first}.",
+                    "cites": first[:3],
+                },
+                "questions": [
+                    {
+                        "question": f"[fake] Where is {c} handled?",
+                        "answer": f"[fake] In {c}.",
+                        "cites": [c],
+                    }
+                    for c in first
+                ],
+                "facts": [{"text": f"[fake] {first[0]} is central.", "cites": first[:1]}]
+                if first
+                else [],
+            }
         else:
             cited = list(request.choices[:2])
             data = {
@@ -148,10 +167,10 @@ class AnthropicModel:
 
     name = "anthropic"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, backend: Any = None) -> None:
         from sleepy_repo.models.anthropic import AnthropicBackend
 
-        self.backend = AnthropicBackend(config, "standard")
+        self.backend = backend or AnthropicBackend(config, "standard")
         self.model = self.backend.model
 
     def ready(self) -> None:
@@ -204,10 +223,10 @@ class LocalModel:
 
     name = "local"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, backend: Any = None) -> None:
         from sleepy_repo.models.local import LocalBackend
 
-        self.backend = LocalBackend(config, "brief")
+        self.backend = backend or LocalBackend(config, "brief")
         self.model = self.backend.model
         self._reply = load_prompt("reply-json")
 
@@ -248,6 +267,20 @@ def get_model(name: str | None, config: Config | None = None) -> StructuredModel
     raise ConfigError(
         f"no answering model {name!r}; available: static (no model), {', '.join(MODELS)}"
     )
+
+
+def model_for(backend: Any, config: Config) -> StructuredModel | None:
+    """The structured model of a note backend, sharing its client or loaded model (None for
+    the static backend)."""
+    if not getattr(backend, "generated", False):
+        return None
+    if backend.name == "anthropic":
+        return AnthropicModel(config, backend)
+    if backend.name == "local":
+        return LocalModel(config, backend)
+    if backend.name == "fake":
+        return FakeModel()
+    raise ConfigError(f"backend {backend.name!r} makes no structured calls")
 
 
 def run_call(

@@ -1,0 +1,359 @@
+"""The repo overview note (``deep`` effort): one model call after the modules' notes.
+
+The model reads the repository overview (``sleep.repo_overview``: languages, the most
+imported modules, the README's head) and, per module (most imported first, up to
+``MAX_INPUT_TOKENS``), its summary from the current notes and its public top-level symbols.
+It writes a summary of the repository, questions a newcomer asks with answers, and facts
+about the architecture. Every claim cites a module (``path``) or a symbol
+(``path::Symbol``); citations are grounded like a module note's (``notes.Grounder`` on each
+cited module's parse): unknown ones are dropped and counted, and a claim left without one is
+dropped. A reply with no grounded claim is rejected.
+
+Items are filed under the module each cites first (that module's current blob, effort
+``overview``), so retrieval, carry-over to new versions (stale when a cited span changed),
+payoff and gc treat them as they treat every note; ``overview_notes`` lists them as one note.
+A new overview replaces the previous one of the same backend and model. It is written only
+when its input changed (the input's hash is kept in the store's meta) or one of its items
+went stale, and costs one call under ``[budget]``, recorded in the ledger with reason
+``overview``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sleepy_repo.config import Config
+from sleepy_repo.errors import ModelOutputError
+from sleepy_repo.models.structured import StructuredModel, StructuredRequest, run_call
+from sleepy_repo.notes import MODULE, Citation, Grounder, ModuleNotes, NoteItem, NoteKey, Usage
+from sleepy_repo.parse.facts import ModuleFacts
+from sleepy_repo.prompt_files import load_prompt
+from sleepy_repo.redact import DenyList, redact_text
+from sleepy_repo.sleep import indexed_lines, repo_overview
+from sleepy_repo.store import NoteStore
+from sleepy_repo.tokens import count_tokens
+
+log = logging.getLogger(__name__)
+
+EFFORT = "overview"  # the note key's effort of overview items
+TOOL = "record_overview"
+LEDGER_PATH = "(overview)"
+SEP = "::"  # "path::Symbol"
+MAX_INPUT_TOKENS = 4000  # module list sent (the local model's context is 8k)
+MAX_SYMBOLS = 8  # public symbols listed (and citable) per module
+MAX_SUMMARY_CHARS = 300
+MAX_TOKENS = 1024
+MAX_TEXT = 1200
+META_PREFIX = "overview:"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class OverviewInput:
+    request: StructuredRequest
+    fingerprint: str  # hash of what the model is sent
+    blobs: dict[str, str]  # path -> blob of every module listed
+
+
+@dataclass
+class OverviewReport:
+    written: int = 0  # items stored
+    modules: int = 0  # modules they are filed under
+    dropped_citations: int = 0
+    skipped: str | None = None  # why no call was made (unchanged, budget, nothing to list)
+    refused: str | None = None  # the budget refused the call (also in ``skipped``)
+    usage: list[Usage] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "modules": self.modules,
+            "dropped_citations": self.dropped_citations,
+            "skipped": self.skipped,
+            "input_tokens": sum(u.input_tokens for u in self.usage),
+            "output_tokens": sum(u.output_tokens for u in self.usage),
+        }
+
+
+def _summaries(conn: sqlite3.Connection, backend: str) -> dict[str, str]:
+    """Each module's summary from its current notes: this backend's, else static."""
+    out: dict[str, tuple[int, str]] = {}
+    rows = conn.execute(
+        "SELECT n.path, n.backend, i.text FROM note_items i JOIN notes n ON n.id = i.note_id "
+        "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "WHERE i.kind = 'summary' AND n.effort != ? ORDER BY n.created_at DESC, i.ordinal",
+        (EFFORT,),
+    )
+    for path, b, text in rows:
+        rank = 0 if b == backend else 1 if b == "static" else 2
+        if path not in out or rank < out[path][0]:
+            out[path] = (rank, text)
+    return {p: t for p, (_, t) in out.items()}
+
+
+def _fence(text: str) -> str:
+    return re.sub(r"</(untrusted_repository)", r"<\\/\1", text, flags=re.IGNORECASE)
+
+
+def overview_schema(choices: Iterable[str]) -> dict[str, Any]:
+    cites = {
+        "type": "array",
+        "items": {"type": "string", "enum": sorted(set(choices))},
+        "minItems": 1,
+        "maxItems": 6,
+    }
+    text = {"type": "string"}
+    claim = {
+        "type": "object",
+        "properties": {"text": text, "cites": cites},
+        "required": ["text", "cites"],
+    }
+    question = {
+        "type": "object",
+        "properties": {"question": text, "answer": text, "cites": cites},
+        "required": ["question", "answer", "cites"],
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "summary": claim,
+            "questions": {"type": "array", "items": question, "minItems": 1, "maxItems": 8},
+            "facts": {"type": "array", "items": claim, "maxItems": 6},
+        },
+        "required": ["summary", "questions", "facts"],
+    }
+
+
+def build_input(
+    root: Path, conn: sqlite3.Connection, backend: str, deny: DenyList
+) -> OverviewInput | None:
+    """What the overview call sends; None when no module can be listed."""
+    summaries = _summaries(conn, backend)
+    rows = conn.execute(
+        "SELECT m.path, m.blob_sha, m.facts_json, "
+        "(SELECT count(*) FROM edges e WHERE e.dst = m.path) AS n "
+        "FROM modules m WHERE m.status = 'indexed' ORDER BY n DESC, m.path"
+    ).fetchall()
+    lines: list[str] = []
+    choices: list[str] = []
+    blobs: dict[str, str] = {}
+    used = 0
+    for path, blob, facts_json, _ in rows:
+        if deny.denied(path) or not facts_json:
+            continue
+        facts = ModuleFacts.from_dict(json.loads(facts_json))
+        public = [s.qualname for s in facts.symbols if s.exported and s.parent is None]
+        public = public[:MAX_SYMBOLS]
+        summary = summaries.get(path) or facts.doc.strip().split("\n")[0]
+        summary = " ".join(summary.split())[:MAX_SUMMARY_CHARS]
+        line = f"- {path}: {summary or '(no summary)'}"
+        if public:
+            line += "; " + ", ".join(public)
+        cost = count_tokens(line)
+        if used + cost > MAX_INPUT_TOKENS:
+            break
+        used += cost
+        lines.append(line)
+        choices += [path, *(f"{path}{SEP}{q}" for q in public)]
+        blobs[path] = blob
+    if not lines:
+        return None
+    tool = TOOL
+    system = load_prompt("overview-system").render(tool=tool)
+    user = load_prompt("overview").render(
+        overview=_fence(redact_text(repo_overview(root, conn, deny))),
+        modules=_fence(redact_text("\n".join(lines))),
+        choices=", ".join(choices),
+        tool=tool,
+    )
+    request = StructuredRequest(
+        task="overview",
+        system=system,
+        user=user,
+        tool=tool,
+        description="Record the repository's overview note: every claim cites modules.",
+        schema=overview_schema(choices),
+        question="",
+        choices=tuple(choices),
+        max_tokens=MAX_TOKENS,
+    )
+    digest = hashlib.sha1((system + "\0" + user).encode("utf-8", "surrogatepass")).hexdigest()
+    return OverviewInput(request=request, fingerprint=digest, blobs=blobs)
+
+
+def prompt_version() -> str:
+    tags = [load_prompt("overview-system").tag, load_prompt("overview").tag]
+    return "+".join([*tags, f"schema@{SCHEMA_VERSION}"])
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ModelOutputError(f"the overview reply has no text in {where}")
+    return value.strip()[:MAX_TEXT]
+
+
+def _claims(data: dict[str, Any], repo: str) -> list[tuple[str, str | None, str, list[str]]]:
+    """(kind, question, text, cites) of the reply's claims, in order."""
+    out: list[tuple[str, str | None, str, list[str]]] = []
+
+    def cites(obj: dict[str, Any], where: str) -> list[str]:
+        raw = obj.get("cites")
+        if not isinstance(raw, list):
+            raise ModelOutputError(f"the overview reply's {where} has no `cites` list")
+        return [c for c in raw if isinstance(c, str)]
+
+    summary = data.get("summary")
+    if not isinstance(summary, dict):
+        raise ModelOutputError("the overview reply has no `summary` object")
+    question = f"What is {repo} and how is it organised?"
+    out.append(("qa", question, _text(summary.get("text"), "summary"), cites(summary, "summary")))
+    for key, kind in (("questions", "qa"), ("facts", "fact")):
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            raise ModelOutputError(f"the overview reply's `{key}` is not a list")
+        for i, obj in enumerate(items):
+            if not isinstance(obj, dict):
+                continue
+            where = f"{key}[{i}]"
+            if kind == "qa":
+                q = _text(obj.get("question"), where)
+                out.append((kind, q, _text(obj.get("answer"), where), cites(obj, where)))
+            else:
+                out.append((kind, None, _text(obj.get("text"), where), cites(obj, where)))
+    return out
+
+
+class _Citer:
+    """Grounds ``path`` / ``path::Symbol`` names in the modules' indexed versions."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection, blobs: dict[str, str]) -> None:
+        self.root, self.conn, self.blobs = root, conn, blobs
+        self._grounders: dict[str, Grounder | None] = {}
+
+    def grounder(self, path: str) -> Grounder | None:
+        if path not in self._grounders:
+            g = None
+            blob = self.blobs.get(path)
+            data = NoteStore.facts_json(self.conn, path) if blob else None
+            lines = indexed_lines(self.root, path, blob) if blob and data else None
+            if data is not None and lines is not None:
+                g = Grounder(ModuleFacts.from_dict(data), lines)
+            self._grounders[path] = g
+        return self._grounders[path]
+
+    def cite(self, name: str) -> Citation | None:
+        path, _, symbol = name.partition(SEP)
+        g = self.grounder(path)
+        return None if g is None else g.cite(symbol or MODULE)
+
+
+def ground_overview(
+    root: Path, conn: sqlite3.Connection, data: dict[str, Any], blobs: dict[str, str]
+) -> tuple[dict[str, list[NoteItem]], int]:
+    """The reply's grounded items by the module each cites first, and the dropped count."""
+    citer = _Citer(root, conn, blobs)
+    by_path: dict[str, list[NoteItem]] = {}
+    dropped = 0
+    for kind, question, text, names in _claims(data, root.name):
+        cits: list[Citation] = []
+        for name in names:
+            c = citer.cite(name)
+            if c is None:
+                dropped += 1
+            elif c not in cits:
+                cits.append(c)
+        if not cits:
+            continue
+        primary = cits[0]
+        by_path.setdefault(primary.path, []).append(
+            NoteItem(
+                kind=kind,
+                text=redact_text(text),
+                question=redact_text(question) if question else None,
+                symbol=primary.symbol,
+                start_line=primary.start_line,
+                end_line=primary.end_line,
+                citations=tuple(cits),
+                generated=True,
+            )
+        )
+    return by_path, dropped
+
+
+def write_overview(
+    root: Path,
+    store: NoteStore,
+    model: StructuredModel,
+    config: Config,
+    *,
+    force: bool = False,
+) -> OverviewReport:
+    """Write the overview note with ``model`` unless its input is unchanged (``force``:
+    write anyway). A budget refusal is reported in ``skipped``; a model error is raised
+    after its billed usage is in the ledger."""
+    report = OverviewReport()
+    deny = DenyList(config.scan.deny)
+    meta_key = f"{META_PREFIX}{model.name}:{model.model}"
+    with store.read() as conn:
+        built = build_input(root, conn, model.name, deny)
+        previous = store.get_meta(conn, meta_key)
+        stale = conn.execute(
+            "SELECT count(*) FROM note_items i JOIN notes n ON n.id = i.note_id "
+            "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+            "WHERE n.effort = ? AND n.backend = ? AND n.model = ? AND i.stale = 1",
+            (EFFORT, model.name, model.model),
+        ).fetchone()[0]
+    if built is None:
+        report.skipped = "no module to list"
+        return report
+    if not force and previous == built.fingerprint and not stale:
+        report.skipped = "unchanged since the last overview"
+        return report
+    reply = run_call(model, built.request, store, config.budget, "overview", LEDGER_PATH)
+    if isinstance(reply, str):
+        report.skipped = report.refused = reply
+        return report
+    report.usage = list(reply.usage)
+    with store.read() as conn:
+        by_path, report.dropped_citations = ground_overview(root, conn, reply.data, built.blobs)
+    if not by_path:
+        raise ModelOutputError(
+            f"the overview reply cited nothing that exists ({report.dropped_citations} "
+            "citations dropped)",
+            usage=tuple(reply.usage),
+        )
+    version = prompt_version()
+    with store.write() as conn:
+        conn.execute(
+            "DELETE FROM notes WHERE effort = ? AND backend = ? AND model = ?",
+            (EFFORT, model.name, model.model),
+        )
+        for i, (path, items) in enumerate(by_path.items()):
+            key = NoteKey(path, built.blobs[path], version, model.name, model.model, EFFORT)
+            dropped = report.dropped_citations if i == 0 else 0
+            store.put_notes(
+                conn, ModuleNotes(key=key, items=items, dropped_citations=dropped), origin="written"
+            )
+        store.set_meta(conn, meta_key, built.fingerprint)
+    report.written = sum(len(items) for items in by_path.values())
+    report.modules = len(by_path)
+    log.info("overview: %d items under %d modules", report.written, report.modules)
+    return report
+
+
+def overview_rows(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """The notes holding current overview items (on their modules' current blobs), in the
+    order they were written (the first holds the repository summary)."""
+    return conn.execute(
+        "SELECT n.* FROM notes n JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "WHERE n.effort = ? ORDER BY n.id",
+        (EFFORT,),
+    ).fetchall()
