@@ -272,3 +272,38 @@ def test_cli_reader_and_model_strategy(cli: Any, make_repo: Any, tmp_path: Path)
     assert "--model-backend" in r["strategies"]["model"]["skip_reason"]
     assert r["reader"] is None
     assert "reader_f1" not in r["strategies"]["paths"]["by_budget"][0]
+
+
+def test_model_share_notes_only_the_planners_top_modules_per_state(make_repo: Any) -> None:
+    import subprocess
+
+    from sleepy_repo import api, planner
+
+    repo = make_repo("shop")
+    cases = _cases(repo)
+    r = run_localize(
+        repo,
+        cases,
+        {"model": ModelNotes("fake", ["shop/"], share=0.3)},
+        budgets=[400],
+        config=Config(),
+    )
+    fam = [s["families"]["fake"] for s in r["per_state"]]
+    # 11 modules under shop/ at the first state: the planner's top 3 get model notes
+    assert fam[0]["modules"] == 3 and fam[0]["written"] == 3
+    assert all(p.startswith("shop/") for p in fam[0]["noted"])
+    for f in fam:
+        assert len(f["noted"]) == f["modules"] and f["written"] <= f["modules"]
+    # the choice is the planner's order at that state (rebuilt here on the first state)
+    first = r["per_state"][0]["state"]
+    check = make_repo("shop")
+    subprocess.run(["git", "-C", str(check), "checkout", "-q", first], check=True)
+    rc = api.open_repo(check)
+    api.refresh(rc)
+    ranked = [
+        s.path
+        for s in planner.rank(rc.root, rc.store, rc.config.sleep, is_git=True)
+        if s.path.startswith("shop/")
+    ]
+    assert fam[0]["noted"] == ranked[:3]
+    assert r["strategies"]["model"]["status"] == "ok"

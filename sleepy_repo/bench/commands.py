@@ -67,6 +67,7 @@ def cmd_localize(
     answer_model: str | None = None,
     model_backend: str | None = None,
     model_paths: list[str] | None = None,
+    model_share: float | None = None,
 ) -> int:
     from rich.console import Console
 
@@ -84,8 +85,10 @@ def cmd_localize(
     config = load_config(root)
     overrides: dict[str, Strategy] = {"aider-map": AiderMap(aider_python)} if aider_python else {}
     notes_backend = model_backend or config.notes.backend
+    if model_share is not None and not 0 < model_share <= 1:
+        raise SleepyError(f"--model-share must be in (0, 1], got {model_share}")
     overrides["model"] = ModelNotes(
-        notes_backend if notes_backend != "static" else None, model_paths or ()
+        notes_backend if notes_backend != "static" else None, model_paths or (), model_share
     )
     strategies = select(strategy_names or DEFAULT_STRATEGIES, overrides)
     reader = None
@@ -268,6 +271,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "the others keep static notes)",
     )
     p.add_argument(
+        "--model-share",
+        type=float,
+        default=None,
+        help="give model notes only to this share of the modules (under --model-paths), the "
+        "planner's top ones at each state: sleep-time work spent in priority order",
+    )
+    p.add_argument(
         "--aider-python",
         help="python of an environment with aider-chat "
         "installed (default: install it once into the cache dir; also "
@@ -306,5 +316,6 @@ def dispatch(args: argparse.Namespace) -> int:
             args.answer_model,
             args.model_backend,
             args.model_paths,
+            args.model_share,
         )
     raise AssertionError(f"unknown bench command {args.bench_command}")

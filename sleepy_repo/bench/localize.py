@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo import __version__, api
+from sleepy_repo import __version__, api, planner
 from sleepy_repo.bench import predict, report
 from sleepy_repo.bench.aider_map import AiderMapError
 from sleepy_repo.bench.mine import Case
@@ -178,16 +178,30 @@ def _model_paths(root: Path, prefixes: Sequence[str]) -> list[str] | None:
     return [str(root / p) for p in out.split("\0") if p]
 
 
+def _planner_top(repo: api.Repo, paths: list[str] | None, share: float) -> list[str]:
+    """The planner's top ``share`` of ``paths`` (absolute; None = every indexed module) at
+    the current state of ``repo``, best first, at least one."""
+    ranked = [
+        s.path for s in planner.rank(repo.root, repo.store, repo.config.sleep, is_git=repo.is_git)
+    ]
+    wanted = None if paths is None else {Path(p).relative_to(repo.root).as_posix() for p in paths}
+    eligible = [p for p in ranked if wanted is None or p in wanted]
+    if not eligible:
+        return []
+    return [str(repo.root / p) for p in eligible[: max(1, round(share * len(eligible)))]]
+
+
 def _refresh(
     repo: api.Repo,
     families: Sequence[str],
     family_repos: Mapping[str, api.Repo] | None = None,
     model_paths: Mapping[str, Sequence[str]] | None = None,
+    model_share: Mapping[str, float | None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]], float]:
     """Refresh the stores for one state; per family: tokens, notes written and modules,
     and the tokens by kind (input, output, cache read/write: what pricing needs). Model
     families refresh their own store (``family_repos``), limited to ``model_paths[family]``
-    when given."""
+    when given, and to the planner's top ``model_share[family]`` of those when given."""
     t0 = time.perf_counter()
     before = _ledger(repo)
     result = api.refresh(repo, backend="static")
@@ -210,6 +224,9 @@ def _refresh(
         target = (family_repos or {}).get(family, repo)
         before = _ledger(target)
         paths = _model_paths(target.root, (model_paths or {}).get(family, ()))
+        share = (model_share or {}).get(family)
+        if share is not None:
+            paths = _planner_top(repo, paths, share)
         if paths == []:  # no module under the prefixes at this state: index only
             r = api.refresh(target, backend="static")
             written = 0
@@ -222,6 +239,8 @@ def _refresh(
             "written": written,
             "modules": len(paths) if paths is not None else int(r["modules"]),
         }
+        if share is not None:  # which modules the planner chose at this state
+            out[family]["noted"] = [Path(p).relative_to(target.root).as_posix() for p in paths]
     return {f: out[f] for f in families}, {f: usage[f] for f in families}, time.perf_counter() - t0
 
 
@@ -285,6 +304,11 @@ def run_localize(
             for t in tracks.values()
             if not t.skipped and t.strategy.family not in ("none", "static")
         }
+        model_share = {
+            t.strategy.family: getattr(t.strategy, "share", None)
+            for t in tracks.values()
+            if not t.skipped and t.strategy.family not in ("none", "static")
+        }
         family_repos: dict[str, api.Repo] = {}
         per_state: list[dict[str, Any]] = []
         per_case: list[dict[str, Any]] = []
@@ -303,7 +327,9 @@ def run_localize(
                     for family in model_paths:
                         if family not in family_repos:
                             family_repos[family] = family_repo(wt, family, config)
-                    sleep, usage, secs = _refresh(repo, families, family_repos, model_paths)
+                    sleep, usage, secs = _refresh(
+                        repo, families, family_repos, model_paths, model_share
+                    )
                     refresh_s += secs
                     per_state.append(
                         {

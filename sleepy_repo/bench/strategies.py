@@ -183,11 +183,16 @@ class ModelNotes(_Simple):
 
     name = "model"
 
-    def __init__(self, backend: str | None = None, paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self, backend: str | None = None, paths: Sequence[str] = (), share: float | None = None
+    ) -> None:
         self.backend = backend
         self.paths = tuple(paths)  # path prefixes given model notes ("" = every module)
+        self.share = share  # only the planner's top share of them (None = all)
         self.family = backend or "model"
         where = f" under {', '.join(self.paths)}" if self.paths else ""
+        if share is not None:
+            where += f", the planner's top {share:.0%} per state"
         self.description = f"sleepy-repo context on {backend or 'model'} notes{where} (rank + pack)"
 
     def setup(self) -> str | None:
