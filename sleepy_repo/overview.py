@@ -50,7 +50,7 @@ SEP = "::"  # "path::Symbol"
 MAX_INPUT_TOKENS = 4000  # module list sent (the local model's context is 8k)
 MAX_SYMBOLS = 8  # public symbols listed (and citable) per module
 MAX_SUMMARY_CHARS = 300
-MAX_TOKENS = 1024
+MAX_TOKENS = 2048  # the reply: up to 15 claims
 MAX_TEXT = 1200
 META_PREFIX = "overview:"
 SCHEMA_VERSION = 1
@@ -110,6 +110,8 @@ def overview_schema(choices: Iterable[str]) -> dict[str, Any]:
         "minItems": 1,
         "maxItems": 6,
     }
+    # no maxLength: as a llama.cpp grammar, a {0,400} repetition made sampling so slow that
+    # a 0.5B overview call did not finish in 20 minutes
     text = {"type": "string"}
     claim = {
         "type": "object",
@@ -262,7 +264,11 @@ def ground_overview(
     citer = _Citer(root, conn, blobs)
     by_path: dict[str, list[NoteItem]] = {}
     dropped = 0
+    seen: set[tuple[str | None, str]] = set()
     for kind, question, text, names in _claims(data, root.name):
+        if (question, text) in seen:  # small models repeat themselves
+            continue
+        seen.add((question, text))
         cits: list[Citation] = []
         for name in names:
             c = citer.cite(name)

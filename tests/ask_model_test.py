@@ -262,6 +262,22 @@ def test_a_local_reply_cut_in_its_answer_is_salvaged() -> None:
         _object('{"citations": ["a.py:1', "length")
 
 
+def test_a_reply_cut_inside_a_list_keeps_its_complete_items() -> None:
+    from sleepy_repo.models.structured import _object
+
+    cut = (
+        '{"summary": {"text": "A [shop] \\"x\\" {y}", "cites": ["a.py"]}, "questions": '
+        '[{"question": "Q1", "answer": "A1", "cites": ["b.py"]}, {"question": "Q2", '
+        '"answer": "and so on and so on'
+    )
+    assert _object(cut, "length") == {
+        "summary": {"text": 'A [shop] "x" {y}', "cites": ["a.py"]},
+        "questions": [{"question": "Q1", "answer": "A1", "cites": ["b.py"]}],
+    }
+    with pytest.raises(ModelOutputError, match="cut at max_tokens"):
+        _object('{"summary": {"text": "never ends', "length")
+
+
 def test_a_configured_model_without_its_key(make_repo: Any, cli: CLI) -> None:
     repo = make_repo("shop")
     configure(repo, ["[notes]", 'backend = "anthropic"'])

@@ -398,3 +398,42 @@ def test_a_cancel_before_the_call_never_starts_the_model(model: Path) -> None:
     with pytest.raises(ModelCancelledError, match="before"):
         b.write_notes(tax_request())
     assert b._llm is None
+
+
+def test_the_real_model_writes_a_grounded_repo_overview(
+    make_repo, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deep effort's overview through the real model: the grammar's enum of module and
+    symbol names makes every citation real; context then serves an overview item."""
+    from sleepy_repo import api, overview
+    from sleepy_repo.models.structured import model_for
+
+    monkeypatch.setattr(overview, "MAX_INPUT_TOKENS", 900)  # a few modules: a short prompt
+    monkeypatch.setattr(overview, "MAX_TOKENS", 600)  # a cut reply keeps its complete claims
+    repo = make_repo("shop")
+    r = api.open_repo(repo)
+    api.refresh(r)
+    report = overview.write_overview(r.root, r.store, model_for(backend, r.config), r.config)
+    assert report.written >= 1 and report.dropped_citations == 0, report
+    assert report.usage[0].input_tokens > 300 and report.usage[0].output_tokens > 0
+    (note,) = api.module_notes(r, ".")["notes"]
+    assert note["backend"] == "local" and note["effort"] == "overview"
+    with r.store.read() as conn:
+        spans = {
+            (p, q): (s, e)
+            for p, q, s, e in conn.execute(
+                "SELECT path, qualname, start_line, end_line FROM symbols"
+            )
+        }
+        (rows,) = conn.execute("SELECT count(*) FROM ledger WHERE reason = 'overview'").fetchone()
+    assert rows == 1
+    for item in note["items"]:
+        assert item["generated"] and item["text"].strip() and item["citations"]
+        for c in item["citations"]:
+            if c["symbol"] is not None:
+                assert spans[(c["path"], c["symbol"])] == (c["start_line"], c["end_line"])
+            else:
+                assert c["start_line"] == 1
+    first = note["items"][0]
+    ctx = api.get_context(r, first["question"], 1500, source=None)
+    assert any(i.text == first["text"] and i.generated for i in ctx.items)

@@ -368,8 +368,10 @@ class LocalBackend:
         chat: list[dict[str, str]],
         schema: dict[str, Any],
         billed: tuple[Usage, ...],
+        max_tokens: int | None = None,
     ) -> tuple[str, str | None, Usage]:
-        """One streamed chat completion: its text, finish reason and usage."""
+        """One streamed chat completion: its text, finish reason and usage (at most
+        ``max_tokens`` generated, default ``[local] max_tokens``)."""
         with self._lock:
             pieces: list[str] = []
             finish: str | None = None
@@ -378,7 +380,7 @@ class LocalBackend:
                 stream = llm.create_chat_completion(
                     messages=chat,
                     response_format={"type": "json_object", "schema": schema},
-                    max_tokens=self.max_tokens,
+                    max_tokens=max_tokens or self.max_tokens,
                     temperature=self.settings.temperature,
                     seed=self.settings.seed,
                     stream=True,

@@ -94,8 +94,40 @@ def _salvage(text: str) -> dict[str, Any] | None:
     try:
         data = json.loads(body + '…"}')
     except json.JSONDecodeError:
-        return None
+        return _complete_part(text)
     return data if isinstance(data, dict) else None
+
+
+def _complete_part(text: str) -> dict[str, Any] | None:
+    """The longest prefix of a cut reply that ends with a complete object or array, with
+    the brackets still open closed (a small model rambling in one claim of a list keeps the
+    claims before it), or None."""
+    stack: list[str] = []
+    ends: list[tuple[int, str]] = []  # (index after a closing bracket, closers still owed)
+    in_string = escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]":
+            if not stack or stack.pop() != ch:
+                return None
+            ends.append((i + 1, "".join(reversed(stack))))
+    for end, closers in reversed(ends):
+        try:
+            data = json.loads(text[:end] + closers)
+        except json.JSONDecodeError:
+            continue
+        return data if isinstance(data, dict) else None
+    return None
 
 
 class FakeModel:
@@ -244,7 +276,7 @@ class LocalModel:
     def call(self, request: StructuredRequest) -> StructuredReply:
         llm = self.backend.llama()
         text, finish, usage = self.backend.complete(  # the backend's one streamed call
-            llm, self.chat(request), request.schema, ()
+            llm, self.chat(request), request.schema, (), request.max_tokens
         )
         try:
             data = _object(text, finish)
