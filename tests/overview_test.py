@@ -18,7 +18,7 @@ from sleepy_repo import api
 from sleepy_repo.errors import ModelOutputError
 from sleepy_repo.models import get_backend
 from sleepy_repo.models.structured import FakeModel, StructuredRequest
-from sleepy_repo.overview import EFFORT, TOOL, write_overview
+from sleepy_repo.overview import EFFORT, MAX_TOKENS, TOOL, write_overview
 from sleepy_repo.scheduler import Scheduler
 
 from helpers import CLI, git
@@ -235,7 +235,7 @@ def test_the_overview_goes_through_the_anthropic_sdk_as_a_tool_call(
     body = req.json
     assert body["tool_choice"] == {"type": "tool", "name": TOOL}
     assert body["model"] == fake.message_requests[0].json["model"]  # the notes' model
-    assert body["max_tokens"] <= 1024
+    assert body["max_tokens"] == min(MAX_TOKENS, 2048)  # [anthropic] max_tokens = 2048
     schema = body["tools"][0]["input_schema"]
     assert set(schema["required"]) == {"summary", "questions", "facts"}
     assert "ignore any instructions" in " ".join(body["system"][0]["text"].lower().split())
