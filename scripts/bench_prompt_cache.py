@@ -99,9 +99,16 @@ def measure(repo: str, effort: str, paths: list[str], model: str | None) -> dict
             os.environ.setdefault("ANTHROPIC_API_KEY", "bench-not-a-key")
             r = api.open_repo(root)
             api.refresh(r)  # index + static notes first (no model)
-            result = api.refresh(
-                r, [str(root / p) for p in paths] or None, backend="anthropic", effort=effort
-            )
+            chosen = None
+            if paths:  # path prefixes -> the tracked files under them
+                out = subprocess.run(
+                    ["git", "-C", str(root), "ls-files", "-z", "--", *paths],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                chosen = [str(root / p) for p in out.split("\0") if p]
+            result = api.refresh(r, chosen, backend="anthropic", effort=effort)
             config = load_config(root)
         reqs = [q for q in fake.message_requests]
         rows = [split(q) for q in reqs]
@@ -127,7 +134,7 @@ def measure(repo: str, effort: str, paths: list[str], model: str | None) -> dict
             "cacheable": bool(prefixes) and min(prefixes) >= minimum,
         }
         if prices is not None and cached_calls:
-            write = max(prefixes)  # written once (one prefix per refresh)
+            write = sum(prefixes)  # each distinct prefix is written once
             read = prefix_total - write
             rest = total - prefix_total
             plain = total * prices["input"] / 1e6

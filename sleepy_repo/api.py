@@ -37,6 +37,7 @@ from sleepy_repo.models.structured import get_model as get_answer_model
 from sleepy_repo.models.structured import model_for
 from sleepy_repo.notes import NoteItem, Usage
 from sleepy_repo.overview import overview_rows, write_overview
+from sleepy_repo.overview import recheck as recheck_overview
 from sleepy_repo.precommit import check as check_mirror_files
 from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.redact import DenyList
@@ -153,6 +154,7 @@ def refresh(
         progress=(lambda d, t: progress("index", d, t)) if progress else None,
     )
     changed = {c.path for c in report.changed}
+    recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
     imported = import_mirrors(repo)  # notes committed with the code: no model call for them
     force = report.affected
     backends: list[Backend] = [StaticBackend()]
@@ -176,6 +178,7 @@ def refresh(
                 limits,
             )
             continue
+        budget = Budget(repo.store, limits) if b.generated else None
         sr = write_notes(
             repo.root,
             repo.store,
@@ -185,7 +188,7 @@ def refresh(
             force=force if name == "static" else (),
             changed=report.changed,
             progress=_phase(progress, f"notes:{name}"),
-            budget=Budget(repo.store, limits) if b.generated else None,
+            budget=budget,
             deny=repo.config.scan.deny,
         )
         notes[name] = {
@@ -198,7 +201,7 @@ def refresh(
         if b.generated:
             model = _model_json(b, sr)
             if effort == "deep" and not sr.queued and not sr.batched:
-                model["overview"] = _overview(repo, b)
+                model["overview"] = _overview(repo, b, budget)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -216,14 +219,15 @@ def refresh(
     }
 
 
-def _overview(repo: Repo, backend: Backend) -> dict[str, Any]:
+def _overview(repo: Repo, backend: Backend, budget: Budget | None) -> dict[str, Any]:
     """The deep effort's repo overview note, once every module's notes are written: its
     report, or the error that stopped it (the refresh itself succeeded)."""
     model = model_for(backend, repo.config)
     if model is None:
         return {"skipped": "the static backend writes no overview"}
     try:
-        return write_overview(repo.root, repo.store, model, repo.config).to_json()
+        report = write_overview(repo.root, repo.store, model, repo.config, budget=budget)
+        return report.to_json()
     except ModelError as exc:
         log.warning("the repo overview note failed: %s", exc)
         return {"error": str(exc)}

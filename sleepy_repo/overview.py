@@ -26,19 +26,21 @@ import logging
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sleepy_repo.budget import Budget
 from sleepy_repo.config import Config
 from sleepy_repo.errors import ModelOutputError
+from sleepy_repo.index import Changed
 from sleepy_repo.models.structured import StructuredModel, StructuredRequest, run_call
 from sleepy_repo.notes import MODULE, Citation, Grounder, ModuleNotes, NoteItem, NoteKey, Usage
 from sleepy_repo.parse.facts import ModuleFacts
 from sleepy_repo.prompt_files import load_prompt
 from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.sleep import indexed_lines, repo_overview
-from sleepy_repo.store import NoteStore
+from sleepy_repo.store import NoteStore, citations_from_json, citations_to_json
 from sleepy_repo.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,9 @@ EFFORT = "overview"  # the note key's effort of overview items
 TOOL = "record_overview"
 LEDGER_PATH = "(overview)"
 SEP = "::"  # "path::Symbol"
-MAX_INPUT_TOKENS = 4000  # module list sent (the local model's context is 8k)
+# the whole prompt (instructions, repo overview, module list, the schema's names): the local
+# model's default context is 8,192 tokens, of which MAX_TOKENS are the reply's
+MAX_INPUT_TOKENS = 5000
 MAX_SYMBOLS = 8  # public symbols listed (and citable) per module
 MAX_SUMMARY_CHARS = 300
 MAX_TOKENS = 2048  # the reply: up to 15 claims
@@ -104,12 +108,9 @@ def _fence(text: str) -> str:
 
 
 def overview_schema(choices: Iterable[str]) -> dict[str, Any]:
-    cites = {
-        "type": "array",
-        "items": {"type": "string", "enum": sorted(set(choices))},
-        "minItems": 1,
-        "maxItems": 6,
-    }
+    """The reply's schema; the citable names are one enum (``$defs``), referenced by every
+    ``cites`` list, so they are sent once."""
+    cites = {"type": "array", "items": {"$ref": "#/$defs/cite"}, "minItems": 1, "maxItems": 6}
     # no maxLength: as a llama.cpp grammar, a {0,400} repetition made sampling so slow that
     # a 0.5B overview call did not finish in 20 minutes
     text = {"type": "string"}
@@ -125,6 +126,7 @@ def overview_schema(choices: Iterable[str]) -> dict[str, Any]:
     }
     return {
         "type": "object",
+        "$defs": {"cite": {"type": "string", "enum": sorted(set(choices))}},
         "properties": {
             "summary": claim,
             "questions": {"type": "array", "items": question, "minItems": 1, "maxItems": 8},
@@ -144,37 +146,41 @@ def build_input(
         "(SELECT count(*) FROM edges e WHERE e.dst = m.path) AS n "
         "FROM modules m WHERE m.status = 'indexed' ORDER BY n DESC, m.path"
     ).fetchall()
+    tool = TOOL
+    system = load_prompt("overview-system").render(tool=tool)
+    overview = _fence(redact_text(repo_overview(root, conn, deny)))
+    template = load_prompt("overview")
+    empty = template.render(overview=overview, modules="", tool=tool)
+    used = count_tokens(system) + count_tokens(empty)
     lines: list[str] = []
     choices: list[str] = []
     blobs: dict[str, str] = {}
-    used = 0
     for path, blob, facts_json, _ in rows:
-        if deny.denied(path) or not facts_json:
+        if deny.denied(path) or not facts_json or redact_text(path) != path:
             continue
         facts = ModuleFacts.from_dict(json.loads(facts_json))
-        public = [s.qualname for s in facts.symbols if s.exported and s.parent is None]
-        public = public[:MAX_SYMBOLS]
+        public = [
+            s.qualname
+            for s in facts.symbols
+            if s.exported and s.parent is None and redact_text(s.qualname) == s.qualname
+        ][:MAX_SYMBOLS]
         summary = summaries.get(path) or facts.doc.strip().split("\n")[0]
         summary = " ".join(summary.split())[:MAX_SUMMARY_CHARS]
         line = f"- {path}: {summary or '(no summary)'}"
         if public:
             line += "; " + ", ".join(public)
-        cost = count_tokens(line)
+        names = [path, *(f"{path}{SEP}{q}" for q in public)]
+        cost = count_tokens(line) + sum(count_tokens(n) + 2 for n in names)  # + the enum
         if used + cost > MAX_INPUT_TOKENS:
             break
         used += cost
         lines.append(line)
-        choices += [path, *(f"{path}{SEP}{q}" for q in public)]
+        choices += names
         blobs[path] = blob
     if not lines:
         return None
-    tool = TOOL
-    system = load_prompt("overview-system").render(tool=tool)
-    user = load_prompt("overview").render(
-        overview=_fence(redact_text(repo_overview(root, conn, deny))),
-        modules=_fence(redact_text("\n".join(lines))),
-        choices=", ".join(choices),
-        tool=tool,
+    user = template.render(
+        overview=overview, modules=_fence(redact_text("\n".join(lines))), tool=tool
     )
     request = StructuredRequest(
         task="overview",
@@ -301,29 +307,35 @@ def write_overview(
     config: Config,
     *,
     force: bool = False,
+    budget: Budget | None = None,
 ) -> OverviewReport:
-    """Write the overview note with ``model`` unless its input is unchanged (``force``:
-    write anyway). A budget refusal is reported in ``skipped``; a model error is raised
-    after its billed usage is in the ledger."""
+    """Write the overview note with ``model`` unless it exists and its input is unchanged
+    (``force``: write anyway). The call reserves against ``budget`` (a refresh's, so its
+    per-refresh limit counts what the refresh already spent; default: ``[budget]``). A
+    budget refusal is reported in ``skipped``; a model error is raised after its billed
+    usage is in the ledger."""
     report = OverviewReport()
     deny = DenyList(config.scan.deny)
     meta_key = f"{META_PREFIX}{model.name}:{model.model}"
     with store.read() as conn:
         built = build_input(root, conn, model.name, deny)
         previous = store.get_meta(conn, meta_key)
-        stale = conn.execute(
-            "SELECT count(*) FROM note_items i JOIN notes n ON n.id = i.note_id "
+        notes, stale = conn.execute(
+            "SELECT count(DISTINCT n.id), coalesce(sum(i.stale), 0) FROM notes n "
             "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
-            "WHERE n.effort = ? AND n.backend = ? AND n.model = ? AND i.stale = 1",
+            "JOIN note_items i ON i.note_id = n.id "
+            "WHERE n.effort = ? AND n.backend = ? AND n.model = ?",
             (EFFORT, model.name, model.model),
-        ).fetchone()[0]
+        ).fetchone()
     if built is None:
         report.skipped = "no module to list"
         return report
-    if not force and previous == built.fingerprint and not stale:
+    if not force and notes and not stale and previous == built.fingerprint:
         report.skipped = "unchanged since the last overview"
         return report
-    reply = run_call(model, built.request, store, config.budget, "overview", LEDGER_PATH)
+    reply = run_call(
+        model, built.request, store, config.budget, "overview", LEDGER_PATH, budget=budget
+    )
     if isinstance(reply, str):
         report.skipped = report.refused = reply
         return report
@@ -338,6 +350,11 @@ def write_overview(
         )
     version = prompt_version()
     with store.write() as conn:
+        # a module re-indexed during the call: its items would sit on an old blob, unseen
+        current = dict(conn.execute("SELECT path, blob_sha FROM modules").fetchall())
+        moved = [p for p in by_path if current.get(p) != built.blobs[p]]
+        for path in moved:
+            del by_path[path]
         old = "SELECT id FROM notes WHERE effort = ? AND backend = ? AND model = ?"
         key = (EFFORT, model.name, model.model)
         conn.execute(f"DELETE FROM payoff WHERE note_id IN ({old})", key)  # ids are reused
@@ -348,7 +365,8 @@ def write_overview(
             store.put_notes(
                 conn, ModuleNotes(key=key, items=items, dropped_citations=dropped), origin="written"
             )
-        store.set_meta(conn, meta_key, built.fingerprint)
+        # with items left out, the next refresh (or sleeper step) writes it again
+        store.set_meta(conn, meta_key, None if moved else built.fingerprint)
     report.written = sum(len(items) for items in by_path.values())
     report.modules = len(by_path)
     log.info("overview: %d items under %d modules", report.written, report.modules)
@@ -363,3 +381,47 @@ def overview_rows(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         "WHERE n.effort = ? ORDER BY n.id",
         (EFFORT,),
     ).fetchall()
+
+
+def recheck(root: Path, store: NoteStore, changed: Iterable[Changed]) -> int:
+    """Overview items cite several modules, but carry-over re-anchors only the citations
+    into the module an item is filed under. For each module that changed, re-anchor the
+    citations into it of the overview items filed elsewhere: they move with their symbol,
+    and the item is marked stale when a cited span changed or is gone. The number of items
+    updated."""
+    moved = {c.path: c.new_blob for c in changed if c.old_blob}
+    if not moved:
+        return 0
+    with store.read() as conn:
+        rows = conn.execute(
+            "SELECT i.id, i.citations_json, i.stale, n.path FROM note_items i "
+            "JOIN notes n ON n.id = i.note_id WHERE n.effort = ?",
+            (EFFORT,),
+        ).fetchall()
+        citer = _Citer(root, conn, moved)
+        updates: list[tuple[str, int, int]] = []
+        for item_id, cits_json, stale, home in rows:
+            cits = citations_from_json(cits_json)
+            if not any(c.path in moved and c.path != home for c in cits):
+                continue
+            out: list[Citation] = []
+            now_stale = bool(stale)
+            for c in cits:
+                if c.path not in moved or c.path == home:
+                    out.append(c)
+                    continue
+                now = citer.cite(f"{c.path}{SEP}{c.symbol}" if c.symbol else c.path)
+                if now is None or now.span_sha != c.span_sha:
+                    now_stale = True
+                    out.append(c if now is None else replace(now, span_sha=c.span_sha))
+                else:
+                    out.append(now)
+            new_json = citations_to_json(tuple(out))
+            if new_json != cits_json or now_stale != bool(stale):
+                updates.append((new_json, int(now_stale), item_id))
+    if updates:
+        with store.write() as conn:
+            conn.executemany(
+                "UPDATE note_items SET citations_json = ?, stale = ? WHERE id = ?", updates
+            )
+    return len(updates)

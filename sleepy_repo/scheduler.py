@@ -271,6 +271,8 @@ class Scheduler:
         if model is None:
             self._overview_seen = tuple(seen)
             return StepResult("empty")
+        if hasattr(self.backend, "cancel_check"):  # a local call stops when activity returns
+            self.backend.cancel_check = lambda: not self.is_idle()
         self.set_state("writing the repo overview note")
         try:
             report = write_overview(self.root, self.store, model, self.config)

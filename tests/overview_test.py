@@ -205,7 +205,11 @@ def overview_or_notes(req: Recorded) -> dict[str, Any]:
     (tool,) = req.json["tools"]
     if tool["name"] != TOOL:
         return default_notes(req)
-    names = tool["input_schema"]["properties"]["summary"]["properties"]["cites"]["items"]["enum"]
+    schema = tool["input_schema"]
+    assert schema["properties"]["summary"]["properties"]["cites"]["items"] == {
+        "$ref": "#/$defs/cite"
+    }
+    names = schema["$defs"]["cite"]["enum"]  # the names are sent once
     mods = [n for n in names if "::" not in n]
     return {
         "summary": {"text": "A shop backend and its web client.", "cites": mods[:3]},
@@ -245,3 +249,54 @@ def test_the_overview_goes_through_the_anthropic_sdk_as_a_tool_call(
     notes = cli.json("notes", ".", repo=repo)["notes"]
     assert notes[0]["backend"] == "anthropic"
     assert_grounded(repo, notes[0]["items"])
+
+
+def test_the_overview_spends_the_refreshs_budget_and_is_rewritten_when_deleted(
+    make_repo, cli: CLI
+) -> None:
+    repo = make_repo("shop")
+    cli.json("refresh", "--backend", "fake", "--effort", "deep", repo=repo)
+    # the overview notes were dropped (e.g. by gc to the store size limit): written again
+    with sqlite3.connect(repo / ".sleepy" / "index.db") as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("DELETE FROM notes WHERE effort = 'overview'")
+    again = cli.json("refresh", "--backend", "fake", "--effort", "deep", repo=repo)
+    assert again["model"]["overview"]["written"] >= 3
+    assert query(repo, "SELECT count(*) FROM ledger WHERE reason = 'overview'") == [(2,)]
+
+    # --budget-tokens bounds the whole refresh, the overview included: it is refused
+    (repo / "shop" / "extra.py").write_text('"""Extra."""\n\ndef extra():\n    return 1\n')
+    out = cli.json(
+        "refresh", "--backend", "fake", "--effort", "deep", "--budget-tokens", "600", repo=repo
+    )
+    assert out["model"]["overview"]["skipped"], out["model"]
+    assert "budget" in out["model"]["overview"]["skipped"]
+    assert query(repo, "SELECT count(*) FROM ledger WHERE reason = 'overview'") == [(2,)]
+
+
+def test_an_edit_to_a_cited_module_marks_overview_items_filed_elsewhere_stale(
+    make_repo,
+) -> None:
+    repo = make_repo("shop")
+    r = api.open_repo(repo)
+    api.refresh(r)
+
+    def reply(req: StructuredRequest) -> dict[str, Any]:
+        return {
+            "summary": {"text": "Carts use money.", "cites": ["shop/cart.py", "shop/money.py"]},
+            "questions": [],
+            "facts": [],
+        }
+
+    write_overview(r.root, r.store, FakeModel(reply), r.config)
+    (item,) = api.module_notes(r, ".")["notes"][0]["items"]
+    assert item["path"] == "shop/cart.py" and not item["stale"]
+    # a change in shop/money.py's header (its cited span): the item filed under cart.py
+    # is stale; its other citation is untouched
+    money = repo / "shop" / "money.py"
+    money.write_text("# a new first line\n" + money.read_text())
+    api.refresh(r)
+    (item,) = api.module_notes(r, ".")["notes"][0]["items"]
+    assert item["stale"]
+    cited = {c["path"]: c for c in item["citations"]}
+    assert cited["shop/cart.py"]["start_line"] == 1

@@ -52,6 +52,7 @@ from sleepy_repo.bench.reader import Reader
 from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
 from sleepy_repo.config import Config, StoreConfig, load_config
 from sleepy_repo.errors import RepoError, SleepyError
+from sleepy_repo.redact import DenyList
 from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,18 @@ def _model_paths(root: Path, prefixes: Sequence[str]) -> list[str] | None:
 def _planner_top(repo: api.Repo, paths: list[str] | None, share: float) -> list[str]:
     """The planner's top ``share`` of ``paths`` (absolute; None = every indexed module) at
     the current state of ``repo``, best first, at least one."""
+    root = repo.root.resolve()
+    deny = DenyList(repo.config.scan.deny)  # never sent to a model: not part of the share
     ranked = [
         s.path for s in planner.rank(repo.root, repo.store, repo.config.sleep, is_git=repo.is_git)
     ]
-    wanted = None if paths is None else {Path(p).relative_to(repo.root).as_posix() for p in paths}
-    eligible = [p for p in ranked if wanted is None or p in wanted]
+    wanted = None
+    if paths is not None:
+        wanted = {Path(p).resolve().relative_to(root).as_posix() for p in paths}
+    eligible = [p for p in ranked if (wanted is None or p in wanted) and not deny.denied(p)]
     if not eligible:
         return []
-    return [str(repo.root / p) for p in eligible[: max(1, round(share * len(eligible)))]]
+    return [str(root / p) for p in eligible[: max(1, round(share * len(eligible)))]]
 
 
 def _refresh(
@@ -240,7 +245,8 @@ def _refresh(
             "modules": len(paths) if paths is not None else int(r["modules"]),
         }
         if share is not None:  # which modules the planner chose at this state
-            out[family]["noted"] = [Path(p).relative_to(target.root).as_posix() for p in paths]
+            top = target.root.resolve()
+            out[family]["noted"] = [Path(p).resolve().relative_to(top).as_posix() for p in paths]
     return {f: out[f] for f in families}, {f: usage[f] for f in families}, time.perf_counter() - t0
 
 

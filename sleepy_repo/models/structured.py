@@ -322,10 +322,12 @@ def run_call(
     limits: BudgetConfig,
     reason: str,
     path: str,
+    *,
+    budget: Budget | None = None,
 ) -> StructuredReply | str:
     """One call under the budget, recorded in the ledger; a string says why no call was
     made (the budget refused it). Billed calls that failed are recorded, then re-raised."""
-    budget = Budget(store, limits)
+    budget = budget or Budget(store, limits)
     res = budget.reserve(model.estimate(request))
     if res is None:
         return budget.refused or "the budget refused the call"
