@@ -408,7 +408,7 @@ def test_the_real_model_writes_a_grounded_repo_overview(
     from sleepy_repo import api, overview
     from sleepy_repo.models.structured import model_for
 
-    monkeypatch.setattr(overview, "MAX_INPUT_TOKENS", 900)  # a few modules: a short prompt
+    monkeypatch.setattr(overview, "MAX_INPUT_TOKENS", 2200)  # the whole prompt: 4 modules
     monkeypatch.setattr(overview, "MAX_TOKENS", 600)  # a cut reply keeps its complete claims
     repo = make_repo("shop")
     r = api.open_repo(repo)
