@@ -247,3 +247,14 @@ def test_stdout_carries_only_protocol_messages(make_repo) -> None:
     for line in rest:
         assert json.loads(line).get("jsonrpc") == "2.0", line
     assert server.proc.returncode == 0
+
+
+async def test_module_notes_of_the_repo_is_the_overview_note(shop: Path, cli: CLI) -> None:
+    cli.json("refresh", "--backend", "fake", "--effort", "deep", repo=shop)
+    async with connect(shop) as session:
+        overview = await session.call("module_notes", {"path": "."})
+    assert overview["status"] == "overview" and overview["path"] == "."
+    (note,) = overview["notes"]
+    assert note["effort"] == "overview" and note["items"]
+    assert all(i["path"] != "." and i["citations"] for i in note["items"])
+    assert _cli_json(shop, "notes", ".") == overview  # the CLI's shape
