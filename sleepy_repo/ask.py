@@ -22,7 +22,6 @@ The bench's reader (``sleepy_repo.bench.reader``) uses the same structured model
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from sleepy_repo.models.structured import (
 )
 from sleepy_repo.notes import Usage
 from sleepy_repo.prompt_files import load_prompt
-from sleepy_repo.redact import redact_text
+from sleepy_repo.redact import fence, redact_text
 from sleepy_repo.retrieve import Context, ContextItem
 from sleepy_repo.store import NoteStore
 
@@ -59,10 +58,6 @@ def item_id(item: ContextItem) -> str:
     return f"{item.path}:{item.start_line}-{item.end_line}"
 
 
-def _fence(text: str) -> str:
-    return re.sub(r"</(item|untrusted_context)", r"<\\/\1", text, flags=re.IGNORECASE)
-
-
 def _attr(value: str) -> str:
     return value.replace("&", "%26").replace('"', "%22").replace("<", "%3C").replace(">", "%3E")
 
@@ -77,7 +72,8 @@ def render_items(items: Sequence[ContextItem]) -> str:
             f'<item id="{_attr(item_id(item))}" kind="{item.kind}"{sym} '
             f'generated="{str(item.generated).lower()}"{flags}>'
         )
-        blocks.append(f"{head}\n{_fence(redact_text(item.text))}\n</item>")
+        body = fence(redact_text(item.text), "item", "untrusted_context")
+        blocks.append(f"{head}\n{body}\n</item>")
     return "\n".join(blocks)
 
 
@@ -108,7 +104,7 @@ def answer_request(ctx: Context) -> StructuredRequest:
     ids = list(dict.fromkeys(item_id(i) for i in ctx.items))
     system = load_prompt("ask-system").render(tool=ANSWER_TOOL)
     user = load_prompt("ask").render(
-        question=_fence(redact_text(ctx.question)),
+        question=fence(redact_text(ctx.question), "item", "untrusted_context"),
         count=len(ctx.items),
         context=render_items(ctx.items),
         tool=ANSWER_TOOL,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,7 @@ from sleepy_repo.models.structured import StructuredModel, StructuredRequest, ru
 from sleepy_repo.notes import MODULE, Citation, Grounder, ModuleNotes, NoteItem, NoteKey, Usage
 from sleepy_repo.parse.facts import ModuleFacts
 from sleepy_repo.prompt_files import load_prompt
-from sleepy_repo.redact import DenyList, redact_text
+from sleepy_repo.redact import DenyList, fence, redact_text
 from sleepy_repo.sleep import indexed_lines, repo_overview
 from sleepy_repo.store import NoteStore, citations_from_json, citations_to_json
 from sleepy_repo.tokens import count_tokens
@@ -103,10 +102,6 @@ def _summaries(conn: sqlite3.Connection, backend: str) -> dict[str, str]:
     return {p: t for p, (_, t) in out.items()}
 
 
-def _fence(text: str) -> str:
-    return re.sub(r"</(untrusted_repository)", r"<\\/\1", text, flags=re.IGNORECASE)
-
-
 def overview_schema(choices: Iterable[str]) -> dict[str, Any]:
     """The reply's schema; the citable names are one enum (``$defs``), referenced by every
     ``cites`` list, so they are sent once."""
@@ -148,7 +143,7 @@ def build_input(
     ).fetchall()
     tool = TOOL
     system = load_prompt("overview-system").render(tool=tool)
-    overview = _fence(redact_text(repo_overview(root, conn, deny)))
+    overview = fence(redact_text(repo_overview(root, conn, deny)), "untrusted_repository")
     template = load_prompt("overview")
     empty = template.render(overview=overview, modules="", tool=tool)
     used = count_tokens(system) + count_tokens(empty)
@@ -180,7 +175,9 @@ def build_input(
     if not lines:
         return None
     user = template.render(
-        overview=overview, modules=_fence(redact_text("\n".join(lines))), tool=tool
+        overview=overview,
+        modules=fence(redact_text("\n".join(lines)), "untrusted_repository"),
+        tool=tool,
     )
     request = StructuredRequest(
         task="overview",

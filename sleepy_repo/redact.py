@@ -11,6 +11,9 @@ Two checks, both applied by every model backend before a request is built:
   and high-entropy values assigned to names like ``*key``, ``*secret``, ``*token``,
   ``*password``. Redaction is deliberately eager: a false positive costs the model one value,
   a false negative leaks a credential.
+
+Untrusted text (file content, notes, questions) goes into prompts between delimiter tags;
+``fence(text, *tags)`` neutralises anything in it that could close one of them.
 """
 
 from __future__ import annotations
@@ -167,6 +170,13 @@ def redact(text: str) -> Redaction:
 
 def redact_text(text: str) -> str:
     return redact(text).text
+
+
+def fence(text: str, *tags: str) -> str:
+    """``text`` with anything that could close one of its delimiters ``tags`` neutralised
+    (in any case or spacing: ``</TAG >`` and ``< / tag>`` read as closing tags too)."""
+    names = "|".join(re.escape(t) for t in tags)
+    return re.sub(rf"<(\s*)/(?=\s*(?:{names}))", r"<\1\\/", text, flags=re.IGNORECASE)
 
 
 class DenyList:

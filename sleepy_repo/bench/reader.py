@@ -20,7 +20,6 @@ sleep-time work) and no budget applies: the bench is run on purpose.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from sleepy_repo.bench.strategies import Served
 from sleepy_repo.errors import ModelError, ModelOutputError
 from sleepy_repo.models.structured import StructuredModel, StructuredRequest
 from sleepy_repo.prompt_files import load_prompt
-from sleepy_repo.redact import redact_text
+from sleepy_repo.redact import fence, redact_text
 
 LOCATE_TOOL = "record_files"
 MAX_FILES = 4
@@ -72,10 +71,6 @@ class Located:
         return out
 
 
-def _fence(text: str) -> str:
-    return re.sub(r"</(untrusted_context)", r"<\\/\1", text, flags=re.IGNORECASE)
-
-
 def locate_schema(files: Sequence[str]) -> dict[str, Any]:
     return {
         "type": "object",
@@ -99,8 +94,8 @@ def locate_request(query: str, served: Served) -> StructuredRequest:
         task="locate",
         system=load_prompt("locate-system").render(tool=LOCATE_TOOL),
         user=load_prompt("locate").render(
-            question=_fence(redact_text(query)),
-            context=_fence(redact_text(text)),
+            question=fence(redact_text(query), "untrusted_context"),
+            context=fence(redact_text(text), "untrusted_context"),
             files=", ".join(files),
             tool=LOCATE_TOOL,
         ),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from sleepy_repo.errors import ConfigError, ModelError, ModelOutputError, ModelU
 from sleepy_repo.models.base import Estimate, NoteRequest
 from sleepy_repo.notes import MODULE, DraftItem, NoteDraft, Usage
 from sleepy_repo.prompt_files import Prompt, load_prompt
-from sleepy_repo.redact import DenyList, redact_text, unsendable
+from sleepy_repo.redact import DenyList, fence, redact_text, unsendable
 from sleepy_repo.tokens import count_tokens
 
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -239,7 +238,7 @@ class AnthropicBackend:
         if cached is not None and cached[0] == overview:
             return cached[1]
         text = self._prompts["system"].render(
-            overview=_fence(redact_text(overview or "(no overview)"), "repository_overview")
+            overview=fence(redact_text(overview or "(no overview)"), "repository_overview")
         )
         block = [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
         self._system_cache = (overview, block)
@@ -304,7 +303,7 @@ class AnthropicBackend:
         text = self._prompts["rethink"].render(
             module=self._module_block(request, ""),
             fields=fields,
-            previous=_fence(redact_text("\n".join(previous)), "previous_notes"),
+            previous=fence(redact_text("\n".join(previous)), "previous_notes"),
             diff=_file_block(request.facts.path, redact_text(request.previous.diff)),
         )
         params = {
@@ -497,16 +496,10 @@ class AnthropicBackend:
 
 
 # -- replies -------------------------------------------------------------------------------
-def _fence(text: str, tag: str) -> str:
-    """``text`` with anything that could close its delimiter neutralised (in any case or
-    spacing: ``</TAG >`` and ``< / tag>`` read as closing tags too)."""
-    return re.sub(rf"<(\s*)/(?=\s*{tag})", r"<\1\\/", text, flags=re.IGNORECASE)
-
-
 def _file_block(path: str, body: str) -> str:
     safe_path = path.replace('"', "%22").replace("<", "%3C").replace(">", "%3E")
     return (
-        f'<untrusted_file path="{safe_path}">\n{_fence(body, "untrusted_file")}\n</untrusted_file>'
+        f'<untrusted_file path="{safe_path}">\n{fence(body, "untrusted_file")}\n</untrusted_file>'
     )
 
 
