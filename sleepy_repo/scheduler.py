@@ -259,17 +259,13 @@ class Scheduler:
         """With every module noted (``deep`` effort), the repo overview note, when the
         notes or the index changed since it was last considered."""
         assert self.backend is not None
-        with self.store.read() as conn:
-            seen = conn.execute(
-                "SELECT (SELECT coalesce(max(id), 0) FROM notes), "
-                "(SELECT coalesce(max(updated_at), 0) FROM modules)"
-            ).fetchone()
-        if tuple(seen) == self._overview_seen:
+        seen = self._notes_state()
+        if seen == self._overview_seen:
             self.set_state("idle: nothing queued")
             return StepResult("empty")
         model = model_for(self.backend, self.config)
         if model is None:
-            self._overview_seen = tuple(seen)
+            self._overview_seen = seen
             return StepResult("empty")
         if hasattr(self.backend, "cancel_check"):  # a local call stops when activity returns
             self.backend.cancel_check = lambda: not self.is_idle()
@@ -281,21 +277,26 @@ class Scheduler:
             return StepResult("paused", OVERVIEW_PATH, str(exc))
         except ModelError as exc:
             log.warning("the repo overview note failed: %s", exc)
-            self._overview_seen = tuple(seen)  # tried for this state; retried once it changes
+            self._overview_seen = seen  # tried for this state; retried once it changes
             return StepResult("ran", OVERVIEW_PATH, str(exc))
         if report.refused:
             self.set_state(f"stopped: {report.refused}")
             return StepResult("budget", OVERVIEW_PATH, report.refused)
-        with self.store.read() as conn:  # what the overview itself wrote counts as seen
-            seen = conn.execute(
-                "SELECT (SELECT coalesce(max(id), 0) FROM notes), "
-                "(SELECT coalesce(max(updated_at), 0) FROM modules)"
-            ).fetchone()
-        self._overview_seen = tuple(seen)
+        self._overview_seen = self._notes_state()  # what the overview wrote counts as seen
         if not report.written:
             self.set_state("idle: nothing queued")
             return StepResult("empty")
         return StepResult("ran", OVERVIEW_PATH, written=report.written)
+
+    def _notes_state(self) -> tuple[Any, ...]:
+        """Changes when notes are written or the index changes (newest note, newest row)."""
+        with self.store.read() as conn:
+            return tuple(
+                conn.execute(
+                    "SELECT (SELECT coalesce(max(id), 0) FROM notes), "
+                    "(SELECT coalesce(max(updated_at), 0) FROM modules)"
+                ).fetchone()
+            )
 
     def set_state(self, state: str) -> None:
         value = {"state": state, "pid": os.getpid(), "ts": self.clock()}

@@ -263,3 +263,17 @@ def test_polling_mode(shop: Path) -> None:
             30,
             "a polled change",
         )
+
+
+def test_a_deep_sleeper_writes_the_repo_overview_once(shop: Path, cli: CLI) -> None:
+    def overviews() -> int:
+        return _q(shop, "SELECT count(*) FROM ledger WHERE reason = 'overview'")
+
+    with daemon(shop, "--effort", "deep"):
+        _wait(lambda: overviews() == 1, 90, "the overview after every module's notes")
+        # the modules' notes came first: no module was left when the overview was written
+        assert _settled(shop)
+        time.sleep(3 * IDLE)  # idle ticks with nothing changed: no second call
+        assert overviews() == 1
+    notes = cli.json("notes", ".", repo=shop)["notes"]
+    assert notes[0]["backend"] == "fake" and notes[0]["items"]
