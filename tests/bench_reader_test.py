@@ -233,6 +233,8 @@ def test_cli_reader_and_model_strategy(cli: Any, make_repo: Any, tmp_path: Path)
         "paths,static,model",
         "--model-backend",
         "fake",
+        "--model-share",
+        "0.3",
         "--answer-model",
         "fake",
         "--out-dir",
@@ -245,6 +247,14 @@ def test_cli_reader_and_model_strategy(cli: Any, make_repo: Any, tmp_path: Path)
     r = json.loads((tmp_path / "out" / "localize.json").read_text())
     assert r["reader"]["backend"] == "fake" and r["reader"]["calls"] > 0
     assert r["strategies"]["model"]["family"] == "fake"
+    # --model-share: the planner's top 30% of the modules got model notes at each state
+    for state in r["per_state"]:
+        fam = state["families"]["fake"]
+        assert fam["noted"] and len(fam["noted"]) == fam["modules"] < 17
+    bad = cli.run(
+        "bench", "localize", "--cases", str(cases), "--model-share", "1.5", repo=repo, check=False
+    )
+    assert bad.returncode == 2 and "--model-share must be in (0, 1]" in bad.stderr
     assert set(r["amortized"]["strategies"]) == {"paths", "static", "model"}
     for name in ("paths", "static", "model"):
         for row in r["strategies"][name]["by_budget"]:
