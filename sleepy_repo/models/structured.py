@@ -22,6 +22,7 @@ from sleepy_repo.budget import Budget
 from sleepy_repo.config import BudgetConfig, Config
 from sleepy_repo.errors import ConfigError, ModelError, ModelOutputError
 from sleepy_repo.jobs import record_usage
+from sleepy_repo.models import get_backend
 from sleepy_repo.models.base import Estimate
 from sleepy_repo.notes import Usage
 from sleepy_repo.prompt_files import load_prompt
@@ -29,7 +30,6 @@ from sleepy_repo.store import NoteStore
 from sleepy_repo.tokens import count_tokens
 
 DEFAULT_MAX_TOKENS = 1024
-MODELS = ("anthropic", "local", "fake")  # "static" (or None) = no model
 
 
 @dataclass(frozen=True)
@@ -199,10 +199,8 @@ class AnthropicModel:
 
     name = "anthropic"
 
-    def __init__(self, config: Config, backend: Any = None) -> None:
-        from sleepy_repo.models.anthropic import AnthropicBackend
-
-        self.backend = backend or AnthropicBackend(config, "standard")
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend  # an AnthropicBackend
         self.model = self.backend.model
 
     def ready(self) -> None:
@@ -255,10 +253,8 @@ class LocalModel:
 
     name = "local"
 
-    def __init__(self, config: Config, backend: Any = None) -> None:
-        from sleepy_repo.models.local import LocalBackend
-
-        self.backend = backend or LocalBackend(config, "brief")
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend  # a LocalBackend
         self.model = self.backend.model
         self._reply = load_prompt("reply-json")
 
@@ -286,19 +282,12 @@ class LocalModel:
 
 
 def get_model(name: str | None, config: Config | None = None) -> StructuredModel | None:
-    """The structured model ``name`` (None for ``static``/None: no model). No call is made."""
+    """The structured model ``name`` (None for ``static``/None: no model), on a note
+    backend of that name built for the ``standard`` effort. No call is made."""
     if name in (None, "", "static"):
         return None
     config = config or Config()
-    if name == "fake":
-        return FakeModel()
-    if name == "anthropic":
-        return AnthropicModel(config)
-    if name == "local":
-        return LocalModel(config)
-    raise ConfigError(
-        f"no answering model {name!r}; available: static (no model), {', '.join(MODELS)}"
-    )
+    return model_for(get_backend(name, config, "standard"), config)
 
 
 def model_for(backend: Any, config: Config) -> StructuredModel | None:
@@ -307,9 +296,9 @@ def model_for(backend: Any, config: Config) -> StructuredModel | None:
     if not getattr(backend, "generated", False):
         return None
     if backend.name == "anthropic":
-        return AnthropicModel(config, backend)
+        return AnthropicModel(backend)
     if backend.name == "local":
-        return LocalModel(config, backend)
+        return LocalModel(backend)
     if backend.name == "fake":
         return FakeModel()
     raise ConfigError(f"backend {backend.name!r} makes no structured calls")
