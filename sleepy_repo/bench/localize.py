@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo import __version__, api, planner
+from sleepy_repo import __version__, api
 from sleepy_repo.bench import predict, report
 from sleepy_repo.bench.aider_map import AiderMapError
 from sleepy_repo.bench.mine import Case
@@ -179,14 +180,13 @@ def _model_paths(root: Path, prefixes: Sequence[str]) -> list[str] | None:
     return [str(root / p) for p in out.split("\0") if p]
 
 
-def _planner_top(repo: api.Repo, paths: list[str] | None, share: float) -> list[str]:
-    """The planner's top ``share`` of ``paths`` (absolute; None = every indexed module) at
-    the current state of ``repo``, best first, at least one."""
+def _planner_top(
+    repo: api.Repo, ranked: list[str], paths: list[str] | None, share: float
+) -> list[str]:
+    """The planner's top ``share`` of ``paths`` (absolute; None = every indexed module),
+    ``ranked`` being the planner's order at this state; best first, at least one."""
     root = repo.root.resolve()
     deny = DenyList(repo.config.scan.deny)  # never sent to a model: not part of the share
-    ranked = [
-        s.path for s in planner.rank(repo.root, repo.store, repo.config.sleep, is_git=repo.is_git)
-    ]
     wanted = None
     if paths is not None:
         wanted = {Path(p).resolve().relative_to(root).as_posix() for p in paths}
@@ -202,11 +202,13 @@ def _refresh(
     family_repos: Mapping[str, api.Repo] | None = None,
     model_paths: Mapping[str, Sequence[str]] | None = None,
     model_share: Mapping[str, float | None] | None = None,
+    planner_order: Callable[[], list[str]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]], float]:
     """Refresh the stores for one state; per family: tokens, notes written and modules,
     and the tokens by kind (input, output, cache read/write: what pricing needs). Model
     families refresh their own store (``family_repos``), limited to ``model_paths[family]``
-    when given, and to the planner's top ``model_share[family]`` of those when given."""
+    when given, and to the planner's top ``model_share[family]`` of those when given
+    (``planner_order``: the planner's order after the static refresh)."""
     t0 = time.perf_counter()
     before = _ledger(repo)
     result = api.refresh(repo, backend="static")
@@ -231,7 +233,8 @@ def _refresh(
         paths = _model_paths(target.root, (model_paths or {}).get(family, ()))
         share = (model_share or {}).get(family)
         if share is not None:
-            paths = _planner_top(repo, paths, share)
+            assert planner_order is not None, "model_share needs the planner's order"
+            paths = _planner_top(repo, planner_order(), paths, share)
         if paths == []:  # no module under the prefixes at this state: index only
             r = api.refresh(target, backend="static")
             written = 0
@@ -333,8 +336,10 @@ def run_localize(
                     for family in model_paths:
                         if family not in family_repos:
                             family_repos[family] = family_repo(wt, family, config)
+                    # the planner ranks each state once: for --model-share and the report
+                    ranked = functools.cache(functools.partial(predict.planner_order, repo))
                     sleep, usage, secs = _refresh(
-                        repo, families, family_repos, model_paths, model_share
+                        repo, families, family_repos, model_paths, model_share, ranked
                     )
                     refresh_s += secs
                     per_state.append(
@@ -348,7 +353,7 @@ def run_localize(
                     )
                     current = case.state
                     env = StateEnv(root=wt, state=case.state, repo=repo, family_repos=family_repos)
-                    orders = predict.state_orders(repo, case.state)
+                    orders = predict.state_orders(ranked(), case.state)
                 assert env is not None
                 per_state[-1]["cases"] += 1
                 if progress:

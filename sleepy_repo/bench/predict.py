@@ -31,10 +31,15 @@ BINS = 5
 REPORT_BUDGETS = (250, 1000)
 
 
-def state_orders(repo: api.Repo, state: str) -> dict[str, list[str]]:
-    """Module orders at this state: the planner's, a seeded random one, alphabetical."""
+def planner_order(repo: api.Repo) -> list[str]:
+    """The indexed modules in the planner's order at the repository's current state."""
     ranked = planner.rank(repo.root, repo.store, repo.config.sleep, is_git=repo.is_git)
-    paths = [s.path for s in ranked]
+    return [s.path for s in ranked]
+
+
+def state_orders(paths: list[str], state: str) -> dict[str, list[str]]:
+    """Module orders at this state from the planner's (``planner_order``): the planner's,
+    a seeded random one, alphabetical."""
     shuffled = sorted(paths)
     random.Random(state).shuffle(shuffled)
     return {"planner": paths, "random": shuffled, "alphabetical": sorted(paths)}
