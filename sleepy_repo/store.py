@@ -26,18 +26,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
 from sleepy_repo.errors import StoreCorruptError, StoreError
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
-from sleepy_repo.parse.facts import ModuleFacts, enclosing_symbols
+from sleepy_repo.parse.facts import ModuleFacts, Reference, Symbol, enclosing_symbols
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -68,7 +69,7 @@ CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
 CREATE INDEX symbols_name_exact ON symbols(name);
 CREATE TABLE edges(src TEXT NOT NULL, dst TEXT NOT NULL, PRIMARY KEY(src, dst));
 CREATE INDEX edges_dst ON edges(dst);
-CREATE TABLE refs(                -- call sites, with the symbol that encloses each
+CREATE TABLE refs(                -- called names: each one's first call site in the module
   path TEXT NOT NULL, lang TEXT NOT NULL, name TEXT NOT NULL, line INTEGER NOT NULL,
   caller TEXT, caller_start INTEGER, caller_end INTEGER
 );
@@ -165,6 +166,17 @@ ALTER TABLE jobs ADD COLUMN reasons_json TEXT
 """,
     # retrieve maps ranked files_fts rowids to modules (without it, a scan of every module)
     4: """CREATE INDEX modules_file_rowid ON modules(file_rowid)
+""",
+    # refs keep each called name's first call site per module (preferring one inside a
+    # symbol); FTS5 buffers up to 32 MB of a write before it writes a segment (1 MB by
+    # default), so a bulk index writes fewer, larger segments and merges less
+    5: """DELETE FROM refs WHERE rowid NOT IN (
+  SELECT coalesce(min(CASE WHEN caller IS NOT NULL THEN rowid END), min(rowid))
+  FROM refs GROUP BY path, name
+);
+INSERT INTO items_fts(items_fts, rank) VALUES ('hashsize', 33554432);
+INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('hashsize', 33554432);
+INSERT INTO files_fts(files_fts, rank) VALUES ('hashsize', 33554432)
 """,
 }
 
@@ -437,7 +449,7 @@ class NoteStore:
                     now,
                 )
             )
-            files.append((file_id + i, m.path_words, m.body))
+            files.append((file_id + i, m.path_words, m.body()))
             for (start, end, symbol, text, servable), indexed in zip(
                 m.chunks, m.chunks_fts, strict=True
             ):
@@ -658,11 +670,19 @@ class ModuleRows:
     line_count: int
     facts_json: str
     path_words: str
-    body: str  # the file as files_fts indexes it
     symbols: list[tuple[Any, ...]]
     refs: list[tuple[Any, ...]]
     chunks: list[Chunk]
     chunks_fts: list[str | None]  # each chunk as chunks_fts indexes it; None: unchanged
+
+    def body(self) -> str:
+        """The file as files_fts indexes it: its chunks as indexed, in order. The chunks
+        cover every line that has a token, so this has the tokens of ``fts_text(file)`` at
+        the same positions (built here, not shipped from the workers: half the bytes)."""
+        return "\n".join(
+            text if indexed is None else indexed
+            for (_, _, _, text, _), indexed in zip(self.chunks, self.chunks_fts, strict=True)
+        )
 
 
 def module_rows(
@@ -688,9 +708,9 @@ def module_rows(
         mtime_ns=mtime_ns,
         warning=warning,
         line_count=facts.line_count,
-        facts_json=json.dumps(facts.to_dict()),
+        # call sites are stored once, in ``refs`` (they are most of a module's facts)
+        facts_json=json.dumps(replace(facts, references=[]).to_dict()),
         path_words=path_words(path),
-        body=body,
         symbols=[
             (
                 path,
@@ -704,19 +724,31 @@ def module_rows(
             )
             for s in facts.symbols
         ],
-        refs=[
-            (
-                path,
-                lang,
-                r.name,
-                r.line,
-                *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
-            )
-            for r, s in zip(refs, callers, strict=True)
-        ],
+        refs=_caller_rows(path, lang, refs, callers),
         chunks=chunks,
         chunks_fts=_chunks_fts(text, body, chunks),
     )
+
+
+def _caller_rows(
+    path: str, lang: str, refs: list[Reference], callers: list[Symbol | None]
+) -> list[tuple[Any, ...]]:
+    """One ``refs`` row per called name: its first call inside a symbol (else its first
+    call at module level), so "what calls X" lists distinct calling modules, each cited by
+    the symbol that calls it, and a name called a hundred times costs one row."""
+    rows: dict[str, tuple[Any, ...]] = {}
+    for r, s in zip(refs, callers, strict=True):
+        row = rows.get(r.name)
+        if row is not None and (row[4] is not None or s is None):
+            continue
+        rows[r.name] = (
+            path,
+            lang,
+            r.name,
+            r.line,
+            *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
+        )
+    return list(rows.values())
 
 
 def _chunks_fts(text: str, body: str, chunks: list[Chunk]) -> list[str | None]:
@@ -750,7 +782,14 @@ def note_rows(notes: ModuleNotes) -> NoteRows:
     """Each item is searchable by its question, its text (camelCase split) and its terms:
     the module path's words and the item's symbol."""
     k = notes.key
-    path_terms = path_words(k.path)
+    path_terms = path_words(k.path) + " "
+    items = notes.items
+    n = len(items)
+    indexed = fts_texts(
+        [item.question or "" for item in items]
+        + [item.text for item in items]
+        + [(item.symbol or "").replace(".", " ") for item in items]
+    )
     return NoteRows(
         key=(k.path, k.blob_sha, k.prompt_version, k.backend, k.model, k.effort),
         dropped_citations=notes.dropped_citations,
@@ -766,25 +805,33 @@ def note_rows(notes: ModuleNotes) -> NoteRows:
                 int(item.generated),
                 int(item.stale),
             )
-            for item in notes.items
+            for item in items
         ],
-        fts=[
-            (
-                fts_text(item.question or ""),
-                fts_text(item.text),
-                path_terms + " " + fts_text((item.symbol or "").replace(".", " ")),
-            )
-            for item in notes.items
-        ],
+        fts=[(indexed[i], indexed[n + i], path_terms + indexed[2 * n + i]) for i in range(n)],
     )
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# a lower-case letter or digit before an upper-case one: where camelCase splits (a match is
+# never part of the next, so one pass finds every boundary)
+_CAMEL = re.compile(r"[a-z0-9](?=[A-Z])")
+
+
+def _split_camel(m: re.Match[str]) -> str:
+    return m.group() + " "
 
 
 def fts_text(text: str) -> str:
     """Text as FTS5 indexes it: camelCase split into words (snake_case splits natively)."""
-    return _CAMEL.sub(" ", text)
+    if text.islower():  # no upper-case letter: nothing to split
+        return text
+    return _CAMEL.sub(_split_camel, text)
+
+
+def fts_texts(texts: list[str]) -> list[str]:
+    """``fts_text`` of each of ``texts``, in one pass over them all (NUL splits no word)."""
+    joined = "\0".join(texts)
+    out = fts_text(joined).split("\0")
+    return out if len(out) == len(texts) else [fts_text(t) for t in texts]
 
 
 def path_words(path: str) -> str:
@@ -793,7 +840,17 @@ def path_words(path: str) -> str:
 
 
 def citations_to_json(cits: tuple[Citation, ...]) -> str:
-    return json.dumps([[c.path, c.start_line, c.end_line, c.symbol, c.span_sha] for c in cits])
+    """``json.dumps`` of ``[[path, start, end, symbol, sha], ...]``, written out directly
+    (the same text; one per stored item, and ``json.dumps`` costs more than the rest)."""
+    return (
+        "["
+        + ", ".join(
+            f"[{_json_str(c.path)}, {int(c.start_line)}, {int(c.end_line)}, "
+            f"{'null' if c.symbol is None else _json_str(c.symbol)}, {_json_str(c.span_sha)}]"
+            for c in cits
+        )
+        + "]"
+    )
 
 
 def citations_from_json(text: str) -> tuple[Citation, ...]:

@@ -273,3 +273,30 @@ def test_gc_drops_unreachable_notes(make_repo, cli: CLI) -> None:
     gc = cli.json("gc", repo=repo)
     assert gc["notes_removed"] == 1
     assert cli.json("gc", repo=repo)["notes_removed"] == 0
+
+
+def test_what_calls_lists_calling_modules_once_each(tmp_path: Path, cli: CLI) -> None:
+    """ "What calls X" names each calling module once, cited by its first calling symbol
+    (a module-level call counts only when the module has no other), never X's own module."""
+    repo = tmp_path / "calls"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "core.py").write_text(
+        '"""Core."""\n\n\ndef compute(x):\n    return x * 2\n\n\ndef again():\n'
+        "    return compute(1)\n"
+    )
+    (repo / "pkg" / "many.py").write_text(
+        "from pkg.core import compute\n\nSTART = compute(0)\n\n\ndef first():\n"
+        "    return compute(1) + compute(2)\n\n\ndef second():\n    return compute(3)\n"
+    )
+    (repo / "pkg" / "top.py").write_text("from pkg.core import compute\n\nVALUE = compute(5)\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    cli.json("refresh", repo=repo)
+    (static,) = cli.json("notes", "pkg/core.py", repo=repo)["notes"]
+    (calls,) = [i for i in static["items"] if i["question"] == "What calls compute?"]
+    # many.py once (in `first`, its first call inside a symbol); top.py only calls it at
+    # module level, which cites no caller; core.py's own call is not listed
+    assert calls["text"].endswith(": pkg/many.py:7 in first"), calls["text"]
+    cited = [(c["path"], c["symbol"]) for c in calls["citations"]]
+    assert cited == [("pkg/core.py", "compute"), ("pkg/many.py", "first")]

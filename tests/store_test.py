@@ -96,3 +96,33 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert errors == []
     with s.read() as conn:
         assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'w%'").fetchone()[0] == 800
+
+
+def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path) -> None:
+    """A store of schema 4 kept every call site: the migration keeps each called name's
+    first call inside a symbol (its first module-level call if it has none) per module,
+    and gives the full-text tables a larger write buffer."""
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    rows = [
+        ("a.py", "python", "run", 3, None, None, None),  # module level, first
+        ("a.py", "python", "run", 9, "main", 8, 12),  # first call inside a symbol: kept
+        ("a.py", "python", "run", 10, "main", 8, 12),
+        ("a.py", "python", "run", 20, "other", 19, 22),
+        ("a.py", "python", "setup", 4, None, None, None),  # only module level: kept
+        ("a.py", "python", "setup", 5, None, None, None),
+        ("b.py", "python", "run", 7, "go", 6, 9),  # another module: kept
+    ]
+    with sqlite3.connect(s.path) as conn:
+        conn.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("PRAGMA user_version = 4")
+    s.ensure()
+    with s.read() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        kept = [tuple(r) for r in conn.execute("SELECT * FROM refs ORDER BY rowid")]
+        sizes = {
+            fts: conn.execute(f"SELECT v FROM {fts}_config WHERE k = 'hashsize'").fetchone()
+            for fts in ("items_fts", "chunks_fts", "files_fts")
+        }
+    assert kept == [rows[1], rows[4], rows[6]]
+    assert all(v is not None and v[0] == 32 * 2**20 for v in sizes.values()), sizes

@@ -34,7 +34,7 @@ def _names(items: list[str], limit: int = MAX_LISTED) -> str:
 class StaticBackend:
     name = "static"
     model = ""
-    prompt_version = "static-2"  # bump when the note text changes
+    prompt_version = "static-3"  # bump when the note text changes
     generated = False
     concurrency = 1
 
