@@ -133,6 +133,7 @@ class Grounder:
         for sym in facts.symbols:
             self._symbols.setdefault(sym.qualname, sym)
         self._shas: dict[tuple[int, int], str] = {}
+        self._cites: dict[str, Citation | None] = {}
 
     def sha(self, start: int, end: int) -> str:
         key = (start, end)
@@ -143,6 +144,12 @@ class Grounder:
 
     def cite(self, name: str) -> Citation | None:
         """One cited name (a qualname or ``MODULE``) as a citation; None if unknown."""
+        if name in self._cites:
+            return self._cites[name]
+        c = self._cites[name] = self._cite(name)
+        return c
+
+    def _cite(self, name: str) -> Citation | None:
         if name == MODULE:
             start, end = header_span(self.facts)
             return Citation(self.facts.path, start, end, None, self.sha(start, end))

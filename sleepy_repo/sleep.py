@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import time
@@ -231,19 +232,35 @@ def _static_notes(
 ) -> Iterator[tuple[str, NoteRows | str | None]]:
     """Each module's notes as rows ready to store, in order (None: it changed since it was
     indexed; a string: why the backend failed); in worker processes when there are many."""
+    run = f"{os.getpid()}-{time.monotonic_ns()}"
     jobs = [
-        (root, store, backend, effort, todo[i : i + NOTE_CHUNK])
+        (root, store, backend, effort, todo[i : i + NOTE_CHUNK], run)
         for i in range(0, len(todo), NOTE_CHUNK)
     ]
-    for done in in_workers(_note_chunk, jobs, modules=len(todo)):
-        yield from done
+    try:
+        for done in in_workers(_note_chunk, jobs, modules=len(todo)):
+            yield from done
+    finally:
+        _RUN_LINES.clear()  # (in this process; workers end with the run)
+
+
+# the work-tree reader of the current run, kept across its chunks in each process: callers
+# cite files all over the repo, and one chunk's cache alone missed most of them
+_RUN_LINES: dict[str, Callable[[str], list[str]]] = {}
+
+
+def _run_lines(run: str, root: Path) -> Callable[[str], list[str]]:
+    if run not in _RUN_LINES:
+        _RUN_LINES.clear()
+        _RUN_LINES[run] = work_tree_lines(root)
+    return _RUN_LINES[run]
 
 
 def _note_chunk(
-    job: tuple[Path, NoteStore, Backend, str, list[tuple[str, str]]],
+    job: tuple[Path, NoteStore, Backend, str, list[tuple[str, str]], str],
 ) -> list[tuple[str, NoteRows | str | None]]:
-    root, store, backend, effort, todo = job
-    lines_of = work_tree_lines(root)
+    root, store, backend, effort, todo, run = job
+    lines_of = _run_lines(run, root)
     out: list[tuple[str, NoteRows | str | None]] = []
     with store.read() as conn:
         for path, blob in todo:
