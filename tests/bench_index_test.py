@@ -12,7 +12,7 @@ from helpers import CLI, ROOT
 def test_bench_index_reports_every_phase(cli: CLI, tmp_path: Path) -> None:
     corpus = ROOT / "fixtures" / "repos" / "relay" / "tree"
     out = tmp_path / "index.json"
-    r = cli.run("bench", "index", str(corpus), "--json", "--out", str(out))
+    r = cli.run("bench", "index", str(corpus), "--json", "--out", str(out), "--repeat", "3")
     result = json.loads(r.stdout)
     assert result == json.loads(out.read_text())
     sources = [p for p in corpus.rglob("*") if p.suffix in {".go", ".rs", ".py"}]
@@ -24,5 +24,14 @@ def test_bench_index_reports_every_phase(cli: CLI, tmp_path: Path) -> None:
     implied = result["cold_ratio"] * result["baseline_parse_only_s"]
     assert abs(implied - result["cold_s"]) <= 0.0005 * (1 + result["cold_ratio"]) + 1e-6
     assert set(result["meets"]) == {"cold_ratio", "warm_s", "edit_s"}
+    # three alternating pairs; the reported one is the median ratio's
+    assert result["repeat"] == len(result["runs"]) == 3
+    ratios = sorted(run["ratio"] for run in result["runs"])
+    assert result["cold_ratio"] == ratios[1]
+    assert all(0 < run["cold_index_s"] <= run["cold_s"] for run in result["runs"])
+    assert result["cold_index_s"] <= result["cold_s"]
     table = cli.run("bench", "index", str(corpus)).stdout
     assert "parse-only baseline" in table and "cold index" in table
+    assert "static notes" in table
+    bad = cli.run("bench", "index", str(corpus), "--repeat", "0", check=False)
+    assert bad.returncode == 2 and "--repeat must be >= 1" in bad.stderr

@@ -23,10 +23,15 @@ def _emit(result: dict[str, Any], as_json: bool, out_file: str | None, table: st
         sys.stdout.write(table + "\n")
 
 
-def cmd_index(path: str | None, as_json: bool, out_file: str | None, keep: bool) -> int:
+def cmd_index(
+    path: str | None, as_json: bool, out_file: str | None, keep: bool, repeat: int
+) -> int:
     from sleepy_repo.bench.index import render_table, run_index_bench
+    from sleepy_repo.errors import SleepyError
 
-    result = run_index_bench(Path(path) if path else None, keep=keep)
+    if repeat < 1:
+        raise SleepyError(f"--repeat must be >= 1, got {repeat}")
+    result = run_index_bench(Path(path) if path else None, keep=keep, repeat=repeat)
     _emit(result, as_json, out_file, render_table(result))
     return 0
 
@@ -176,6 +181,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON result")
     p.add_argument("--out", help="also write the JSON result to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="time the baseline and a cold index N times, alternating, and report the "
+        "median ratio (shared machines are noisy; default 1)",
+    )
 
     p = sub.add_parser(
         "mine",
@@ -287,7 +300,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.bench_command == "index":
-        return cmd_index(args.path, args.json, args.out, args.keep)
+        return cmd_index(args.path, args.json, args.out, args.keep, args.repeat)
     if args.bench_command == "mine":
         from sleepy_repo.bench.mine import DEFAULT_TEST_GLOBS
 

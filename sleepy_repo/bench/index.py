@@ -8,8 +8,11 @@ The corpus is a copy of a directory (default: this interpreter's standard librar
 3. warm re-run with nothing changed;
 4. re-run after a content edit to one file;
 
-plus the process's peak RSS. Targets (2 cores): cold <= 1.5x baseline, warm <= 0.5 s,
-one edited file <= 200 ms. Ratios measured in one run are what to compare across machines.
+plus the process's peak RSS. ``--repeat N`` alternates steps 1 and 2 N times (each cold
+index into a new store) and reports the median ratio with every pair. The cold time is
+split into scan + parse + store and the static notes. Targets (2 cores): cold <= 1.5x
+baseline, warm <= 0.5 s, one edited file <= 200 ms. Ratios measured in one run are what to
+compare across machines.
 """
 
 from __future__ import annotations
@@ -71,19 +74,36 @@ def parse_only(root: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, files
 
 
-def run_index_bench(src: Path | None = None, *, keep: bool = False) -> dict[str, Any]:
+def run_index_bench(
+    src: Path | None = None, *, keep: bool = False, repeat: int = 1
+) -> dict[str, Any]:
+    """One run of the benchmark; ``repeat`` > 1 times the baseline and a cold index (into a
+    new store) that many times, alternating, and reports the medians: on a shared machine
+    one pair can land in a busy second."""
     src = (src or default_corpus()).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="sleepy-bench-index-"))
     corpus = tmp / "corpus"
+    runs: list[dict[str, float]] = []
     try:
         files = copy_corpus(src, corpus)
         parse_only(corpus)  # warm the page cache and grammar loading for both sides
-        baseline_s, _ = parse_only(corpus)
-
-        repo = api.open_repo(corpus)
-        t0 = time.perf_counter()
-        cold = api.refresh(repo)
-        cold_s = time.perf_counter() - t0
+        for i in range(repeat):
+            baseline_s, _ = parse_only(corpus)
+            if i:  # a cold index again: a new store
+                shutil.rmtree(corpus / ".sleepy")
+            repo = api.open_repo(corpus)
+            t0 = time.perf_counter()
+            cold = api.refresh(repo)
+            cold_s = time.perf_counter() - t0
+            runs.append(
+                {
+                    "baseline_s": round(baseline_s, 3),
+                    "cold_s": round(cold_s, 3),
+                    # scan, parse and store; the rest is writing the static notes
+                    "cold_index_s": round(cold["seconds"], 3),
+                    "ratio": round(cold_s / baseline_s, 3),
+                }
+            )
 
         t0 = time.perf_counter()
         api.refresh(repo)
@@ -100,15 +120,20 @@ def run_index_bench(src: Path | None = None, *, keep: bool = False) -> dict[str,
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]  # the median run
     result = {
         "schema_version": 1,
         "sleepy_repo_version": __version__,
         "corpus": str(src),
         "files": files,
         "modules": cold["modules"],
-        "baseline_parse_only_s": round(baseline_s, 3),
-        "cold_s": round(cold_s, 3),
-        "cold_ratio": round(cold_s / baseline_s, 3) if baseline_s else None,
+        "repeat": repeat,
+        "baseline_parse_only_s": mid["baseline_s"],
+        "cold_s": mid["cold_s"],
+        "cold_index_s": mid["cold_index_s"],
+        "cold_ratio": mid["ratio"],
+        "cold_index_ratio": round(mid["cold_index_s"] / mid["baseline_s"], 3),
+        "runs": runs,
         "warm_s": round(warm_s, 3),
         "edit_s": round(edit_s, 3),
         "edit_parsed": edit["parsed"],
@@ -118,8 +143,7 @@ def run_index_bench(src: Path | None = None, *, keep: bool = False) -> dict[str,
         "kept": str(tmp) if keep else None,
     }
     result["meets"] = {
-        "cold_ratio": result["cold_ratio"] is not None
-        and result["cold_ratio"] <= TARGETS["cold_ratio"],
+        "cold_ratio": mid["ratio"] <= TARGETS["cold_ratio"],
         "warm_s": warm_s <= TARGETS["warm_s"],
         "edit_s": edit_s <= TARGETS["edit_s"],
     }
@@ -141,7 +165,13 @@ def render_table(r: dict[str, Any]) -> str:
         (
             "cold index",
             f"{r['cold_s']:.2f} s = {r['cold_ratio']:.2f}x baseline "
-            f"(target <= {TARGETS['cold_ratio']}x: {ok[r['meets']['cold_ratio']]})",
+            f"(target <= {TARGETS['cold_ratio']}x: {ok[r['meets']['cold_ratio']]})"
+            + (f", median of {r['repeat']}" if r["repeat"] > 1 else ""),
+        ),
+        (
+            "  of which",
+            f"{r['cold_index_s']:.2f} s scan + parse + store "
+            f"({r['cold_index_ratio']:.2f}x), {r['cold_s'] - r['cold_index_s']:.2f} s static notes",
         ),
         (
             "warm re-run",
