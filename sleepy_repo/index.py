@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sleepy_repo.config import Config
-from sleepy_repo.notes import source_lines
+from sleepy_repo.notes import source_lines, span_hashes
 from sleepy_repo.parse import ModuleFacts, Symbol, parse_module, resolve_import
 from sleepy_repo.scan import (
     Candidate,
@@ -153,6 +153,8 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
     if content.blob_sha == stored_blob:
         return Prepared(cand, same=True)
     facts = parse_module(cand.path, content.data, cand.lang)
+    lines = source_lines(content.text)
+    facts.span_shas = span_hashes(facts, lines)
     rows = module_rows(
         lang=cand.lang,
         blob_sha=content.blob_sha,
@@ -161,7 +163,7 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
         warning=_warning(content.warning, facts),
         facts=facts,
         text=content.text,
-        chunks=code_chunks(facts, source_lines(content.text)),
+        chunks=code_chunks(facts, lines),
     )
     return Prepared(
         cand,

@@ -122,22 +122,41 @@ def header_span(facts: ModuleFacts) -> tuple[int, int]:
     return 1, end
 
 
+def span_hashes(facts: ModuleFacts, lines: list[str]) -> dict[str, str]:
+    """``span_sha`` of the header and of every symbol, keyed ``"start:end"`` (what
+    ``ModuleFacts.span_shas`` holds; the indexer computes it while it has the text)."""
+    stripped = [line.rstrip() for line in lines]
+    out: dict[str, str] = {}
+    for start, end in (header_span(facts), *((s.start_line, s.end_line) for s in facts.symbols)):
+        key = f"{start}:{end}"
+        if key not in out:
+            body = "\n".join(stripped[start - 1 : end])
+            out[key] = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return out
+
+
 class Grounder:
     """Grounds cited names in one module version; caches symbol lookups and span hashes
-    (many items cite the same symbol, and a class's span holds its methods' spans)."""
+    (many items cite the same symbol, and a class's span holds its methods' spans).
+
+    Hashes come from ``facts.span_shas`` when the indexer computed them (of the indexed
+    text, so ``lines`` may then be empty), else from ``lines``."""
 
     def __init__(self, facts: ModuleFacts, lines: list[str]) -> None:
         self.facts = facts
-        self._stripped = [line.rstrip() for line in lines]
+        self._lines = lines
+        self._stripped: list[str] | None = None
         self._symbols: dict[str, Symbol] = {}
         for sym in facts.symbols:
             self._symbols.setdefault(sym.qualname, sym)
-        self._shas: dict[tuple[int, int], str] = {}
+        self._shas: dict[str, str] = dict(facts.span_shas)
         self._cites: dict[str, Citation | None] = {}
 
     def sha(self, start: int, end: int) -> str:
-        key = (start, end)
+        key = f"{start}:{end}"
         if key not in self._shas:
+            if self._stripped is None:
+                self._stripped = [line.rstrip() for line in self._lines]
             body = "\n".join(self._stripped[start - 1 : end])
             self._shas[key] = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         return self._shas[key]

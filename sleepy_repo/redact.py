@@ -134,8 +134,15 @@ _TRIGGER_WORDS = (
 )
 
 
+# punctuation no trigger holds (notes put dashes and ellipses in text): as spaces, they
+# leave text ASCII more often, and ASCII text takes the fast test below
+_NOT_IN_TRIGGERS = str.maketrans(dict.fromkeys("\u2013\u2014\u2018\u2019\u201c\u201d\u2026", " "))
+
+
 def _triggered(text: str) -> bool:
     """Whether ``text`` holds any of ``_TRIGGER``'s substrings (so a pattern might match)."""
+    if not text.isascii():
+        text = text.translate(_NOT_IN_TRIGGERS)
     if not text.isascii():  # case folding beyond ASCII (K, ſ ...): the regex decides
         return _TRIGGER.search(text) is not None
     low = text.lower()

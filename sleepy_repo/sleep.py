@@ -106,7 +106,7 @@ def _callers(conn: sqlite3.Connection, facts: ModuleFacts) -> dict[str, list[Cal
         if not sym.exported or sym.parent is not None:
             continue
         rows = conn.execute(
-            "SELECT path, line, caller, caller_start, caller_end FROM refs "
+            "SELECT path, line, caller, caller_start, caller_end, caller_sha FROM refs "
             f"WHERE name = ? AND lang IN ({marks}) AND path != ? AND caller IS NOT NULL "
             "LIMIT ?",
             (sym.name, *family, facts.path, MAX_CALLERS),
@@ -116,9 +116,9 @@ def _callers(conn: sqlite3.Connection, facts: ModuleFacts) -> dict[str, list[Cal
                 path=path,
                 symbol=qualname,
                 line=line,
-                citation=Citation(path, start, end, qualname, ""),
+                citation=Citation(path, start, end, qualname, sha or ""),
             )
-            for path, line, qualname, start, end in rows
+            for path, line, qualname, start, end, sha in rows
         ]
         if callers:
             out[sym.qualname] = callers
@@ -153,10 +153,13 @@ def work_tree_lines(root: Path) -> Callable[[str], list[str]]:
 def _fill_caller_hashes(
     callers: dict[str, list[Caller]], lines_of: Callable[[str], list[str]]
 ) -> None:
-    """Caller citations point into other modules: hash their spans from the work tree."""
+    """Caller citations point into other modules: hash the spans the index did not (rows
+    of an older store) from the work tree."""
     for lst in callers.values():
         for i, c in enumerate(lst):
             cit = c.citation
+            if cit.span_sha:
+                continue
             sha = span_sha(lines_of(c.path), cit.start_line, cit.end_line)
             lst[i] = replace(c, citation=replace(cit, span_sha=sha))
 
@@ -310,7 +313,7 @@ def _note_one(
     effort: str,
     lines_of: Callable[[str], list[str]],
 ) -> ModuleNotes | None:
-    request = _request(root, conn, path, blob, effort, lines_of)
+    request = _request(root, conn, path, blob, effort, lines_of, read=backend.generated)
     if request is None:
         return None
     draft = backend.write_notes(request)
@@ -326,16 +329,24 @@ def _request(
     lines_of: Callable[[str], list[str]],
     overview: str = "",
     attempt: int = 1,
+    *,
+    read: bool = True,
 ) -> NoteRequest | None:
-    """What a backend needs to note one module; None if it changed since it was indexed."""
-    lines = indexed_lines(root, path, blob)
-    if lines is None:
-        log.info("%s changed since it was indexed; its notes wait for the next refresh", path)
-        return None
+    """What a backend needs to note one module; None if it changed since it was indexed.
+
+    ``read=False`` (static notes): the module's text is not read when the index stored its
+    span hashes; the notes are of the indexed version (``lines`` is then empty)."""
     data = NoteStore.facts_json(conn, path)
     if data is None:
         return None
     facts = ModuleFacts.from_dict(data)
+    if read or not facts.span_shas:
+        lines = indexed_lines(root, path, blob)
+        if lines is None:
+            log.info("%s changed since it was indexed; its notes wait for the next refresh", path)
+            return None
+    else:
+        lines = []
     imports = [
         r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ? ORDER BY dst", (path,))
     ]

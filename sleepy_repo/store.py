@@ -168,9 +168,11 @@ ALTER TABLE jobs ADD COLUMN reasons_json TEXT
     4: """CREATE INDEX modules_file_rowid ON modules(file_rowid)
 """,
     # refs keep each called name's first call site per module (preferring one inside a
-    # symbol); FTS5 buffers up to 32 MB of a write before it writes a segment (1 MB by
-    # default), so a bulk index writes fewer, larger segments and merges less
-    5: """DELETE FROM refs WHERE rowid NOT IN (
+    # symbol) and the hash of the calling symbol's span (citations need no re-read);
+    # FTS5 buffers up to 32 MB of a write before it writes a segment (1 MB by default),
+    # so a bulk index writes fewer, larger segments and merges less
+    5: """ALTER TABLE refs ADD COLUMN caller_sha TEXT;
+DELETE FROM refs WHERE rowid NOT IN (
   SELECT coalesce(min(CASE WHEN caller IS NOT NULL THEN rowid END), min(rowid))
   FROM refs GROUP BY path, name
 );
@@ -469,8 +471,8 @@ class NoteStore:
             [row for m in batch for row in m.symbols],
         )
         conn.executemany(
-            "INSERT INTO refs(path, lang, name, line, caller, caller_start, caller_end) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO refs(path, lang, name, line, caller, caller_start, caller_end, "
+            "caller_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [row for m in batch for row in m.refs],
         )
         conn.executemany(
@@ -724,14 +726,18 @@ def module_rows(
             )
             for s in facts.symbols
         ],
-        refs=_caller_rows(path, lang, refs, callers),
+        refs=_caller_rows(path, lang, refs, callers, facts.span_shas),
         chunks=chunks,
         chunks_fts=_chunks_fts(text, body, chunks),
     )
 
 
 def _caller_rows(
-    path: str, lang: str, refs: list[Reference], callers: list[Symbol | None]
+    path: str,
+    lang: str,
+    refs: list[Reference],
+    callers: list[Symbol | None],
+    shas: dict[str, str],
 ) -> list[tuple[Any, ...]]:
     """One ``refs`` row per called name: its first call inside a symbol (else its first
     call at module level), so "what calls X" lists distinct calling modules, each cited by
@@ -746,7 +752,11 @@ def _caller_rows(
             lang,
             r.name,
             r.line,
-            *((s.qualname, s.start_line, s.end_line) if s else (None, None, None)),
+            *(
+                (s.qualname, s.start_line, s.end_line, shas.get(f"{s.start_line}:{s.end_line}"))
+                if s
+                else (None, None, None, None)
+            ),
         )
     return list(rows.values())
 

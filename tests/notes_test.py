@@ -105,3 +105,58 @@ def test_carry_over_marks_vanished_symbol_stale() -> None:
     facts.symbols = [s for s in facts.symbols if s.name != "total"]
     (item,) = carry_over(old, facts, edited)
     assert item.stale
+
+
+def test_hashes_from_the_index_equal_hashes_of_the_text() -> None:
+    """The indexer stores each span's hash; grounding with them (and no text) cites the
+    same spans with the same hashes as grounding from the text."""
+    from sleepy_repo.notes import span_hashes
+
+    facts = facts_for(SOURCE)
+    draft = NoteDraft(
+        items=[
+            DraftItem("summary", "a cart", (MODULE,)),
+            DraftItem("qa", "adds", ("Cart.add", "total"), "Q?", "Cart.add"),
+        ],
+        generated=False,
+    )
+    from_text = ground(draft, facts, SOURCE, KEY)
+    facts.span_shas = span_hashes(facts, SOURCE)
+    assert ground(draft, facts, [], KEY) == from_text
+    assert facts.span_shas["5:7"] == span_sha(SOURCE, 5, 7)  # Cart
+
+
+def test_static_notes_need_no_reread_and_cite_callers_by_indexed_hash(
+    make_repo, monkeypatch
+) -> None:
+    """Static notes are written from the index alone (no module is read again), and every
+    citation's hash, callers' included, is the hash of the cited lines in the work tree."""
+    from sleepy_repo import api
+    from sleepy_repo import sleep as sleep_mod
+    from sleepy_repo.store import citations_from_json
+
+    repo = api.open_repo(make_repo("shop"))
+    api.refresh(repo, backend="static")  # the index (and notes once)
+
+    def no_read(*args: object) -> None:
+        raise AssertionError("static notes read a module again")
+
+    monkeypatch.setattr(sleep_mod, "indexed_lines", no_read)
+    monkeypatch.setattr(sleep_mod, "work_tree_lines", lambda root: no_read)
+    with repo.store.write() as conn:
+        conn.execute("DELETE FROM notes")
+    again = api.refresh(repo, backend="static")
+    assert again["notes"]["static"]["written"] == again["modules"] > 0
+
+    checked = 0
+    with repo.store.read() as conn:
+        for (cits,) in conn.execute("SELECT citations_json FROM note_items"):
+            for c in citations_from_json(cits):
+                text = (repo.root / c.path).read_text()
+                lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+                assert c.span_sha == span_sha(lines, c.start_line, c.end_line), c
+                checked += 1
+        callers = conn.execute(
+            "SELECT count(*) FROM note_items WHERE text LIKE 'Callers of%'"
+        ).fetchone()[0]
+    assert checked > 50 and callers > 0

@@ -123,7 +123,9 @@ def test_unsendable() -> None:
 
 
 TRIGGER_TEXT = st.text(
-    alphabet=st.sampled_from([*"akeysKEYSthAUTHpwdPWD_-:/.x \n", "K", "ſ", "İ", "é"]),
+    alphabet=st.sampled_from(
+        [*"akeysKEYSthAUTHpwdPWD_-:/.x \n", "K", "ſ", "İ", "é", "\u2014", "\u2026", "\u2019"]
+    ),
     max_size=60,
 )
 

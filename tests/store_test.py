@@ -98,12 +98,15 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'w%'").fetchone()[0] == 800
 
 
-def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path) -> None:
+def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path, monkeypatch) -> None:
     """A store of schema 4 kept every call site: the migration keeps each called name's
     first call inside a symbol (its first module-level call if it has none) per module,
-    and gives the full-text tables a larger write buffer."""
+    adds the caller span hash column, and gives the full-text tables a larger buffer."""
     s = NoteStore(tmp_path / ".sleepy")
-    s.ensure()
+    with monkeypatch.context() as m:  # a store as schema 4 created it
+        m.setattr(store_mod, "SCHEMA_VERSION", 4)
+        m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4)})
+        s.ensure()
     rows = [
         ("a.py", "python", "run", 3, None, None, None),  # module level, first
         ("a.py", "python", "run", 9, "main", 8, 12),  # first call inside a symbol: kept
@@ -119,7 +122,8 @@ def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path) -> 
     s.ensure()
     with s.read() as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        kept = [tuple(r) for r in conn.execute("SELECT * FROM refs ORDER BY rowid")]
+        kept = [tuple(r)[:7] for r in conn.execute("SELECT * FROM refs ORDER BY rowid")]
+        assert {r[0] for r in conn.execute("SELECT caller_sha FROM refs")} == {None}
         sizes = {
             fts: conn.execute(f"SELECT v FROM {fts}_config WHERE k = 'hashsize'").fetchone()
             for fts in ("items_fts", "chunks_fts", "files_fts")

@@ -53,6 +53,9 @@ class ModuleFacts:
     imports: list[Import] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
     syntax_errors: int = 0  # ERROR/MISSING nodes; what parsed is still kept
+    # "start:end" -> hash of those lines (``notes.span_sha``) for the header and every
+    # symbol, filled in by the indexer, which has the text: citations need no re-read
+    span_shas: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (hand-written: ``dataclasses.asdict`` is slow here)."""
@@ -68,6 +71,7 @@ class ModuleFacts:
             ],
             "references": [{"name": r.name, "line": r.line} for r in self.references],
             "syntax_errors": self.syntax_errors,
+            "span_shas": self.span_shas,
         }
 
     @classmethod
@@ -85,6 +89,7 @@ class ModuleFacts:
             ],
             references=[Reference(**r) for r in data.get("references", [])],
             syntax_errors=data.get("syntax_errors", 0),
+            span_shas=data.get("span_shas", {}),
         )
 
     def symbol(self, qualname: str) -> Symbol | None:
