@@ -33,7 +33,7 @@ from typing import Any
 
 from sleepy_repo.errors import StoreCorruptError, StoreError
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
-from sleepy_repo.parse.facts import ModuleFacts, Reference, Symbol, enclosing_symbols
+from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 
 log = logging.getLogger(__name__)
 
@@ -700,8 +700,6 @@ def module_rows(
 ) -> ModuleRows:
     path = facts.path
     body = fts_text(text)
-    refs = facts.references
-    callers = enclosing_symbols(facts.symbols, [r.line for r in refs])
     return ModuleRows(
         path=path,
         lang=lang,
@@ -726,39 +724,48 @@ def module_rows(
             )
             for s in facts.symbols
         ],
-        refs=_caller_rows(path, lang, refs, callers, facts.span_shas),
+        refs=_caller_rows(path, lang, facts),
         chunks=chunks,
         chunks_fts=_chunks_fts(text, body, chunks),
     )
 
 
-def _caller_rows(
-    path: str,
-    lang: str,
-    refs: list[Reference],
-    callers: list[Symbol | None],
-    shas: dict[str, str],
-) -> list[tuple[Any, ...]]:
+def _caller_rows(path: str, lang: str, facts: ModuleFacts) -> list[tuple[Any, ...]]:
     """One ``refs`` row per called name: its first call inside a symbol (else its first
     call at module level), so "what calls X" lists distinct calling modules, each cited by
     the symbol that calls it, and a name called a hundred times costs one row."""
-    rows: dict[str, tuple[Any, ...]] = {}
-    for r, s in zip(refs, callers, strict=True):
-        row = rows.get(r.name)
-        if row is not None and (row[4] is not None or s is None):
-            continue
-        rows[r.name] = (
+    refs = facts.references
+    first: dict[str, Reference] = {}
+    for r in refs:
+        first.setdefault(r.name, r)
+    chosen = dict(
+        zip(first, enclosing_symbols(facts.symbols, [r.line for r in first.values()]), strict=True)
+    )
+    # a name first called at module level: its first call inside a symbol, if any
+    loose = {name for name, s in chosen.items() if s is None}
+    if loose:
+        later = [r for r in refs if r.name in loose and r is not first[r.name]]
+        for r, s in zip(
+            later, enclosing_symbols(facts.symbols, [r.line for r in later]), strict=True
+        ):
+            if s is not None and chosen[r.name] is None:
+                chosen[r.name] = s
+                first[r.name] = r
+    shas = facts.span_shas
+    return [
+        (
             path,
             lang,
-            r.name,
-            r.line,
+            name,
+            first[name].line,
             *(
                 (s.qualname, s.start_line, s.end_line, shas.get(f"{s.start_line}:{s.end_line}"))
                 if s
                 else (None, None, None, None)
             ),
         )
-    return list(rows.values())
+        for name, s in chosen.items()
+    ]
 
 
 def _chunks_fts(text: str, body: str, chunks: list[Chunk]) -> list[str | None]:
