@@ -36,6 +36,7 @@ from sleepy_repo.store import Chunk, ModuleRows, NoteStore, module_rows
 log = logging.getLogger(__name__)
 
 BATCH = 200
+MIN_BATCH = 20
 PARALLEL_MIN = 200  # modules to (re)parse before worker processes pay off
 CHUNK_LINES = 60
 WRITE_CACHE_KIB = -65536  # page cache of a batch write (negative: KiB), for index inserts
@@ -313,7 +314,9 @@ def update_index(
             pending.append((cand, prep))
             parsed[cand.path] = facts
             report.changed.append(Changed(cand.path, row.blob_sha if row else None, prep.blob_sha))
-        if len(pending) >= BATCH:
+        # batches shrink toward the end (down to MIN_BATCH): the last flush, which nothing
+        # overlaps (the workers are done), stays short
+        if len(pending) >= min(BATCH, max(MIN_BATCH, total - done)):
             flush()
         if progress:
             progress(done, total)
