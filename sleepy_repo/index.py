@@ -163,7 +163,6 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
         mtime_ns=cand.mtime_ns,
         warning=_warning(content.warning, facts),
         facts=facts,
-        text=content.text,
         chunks=code_chunks(facts, lines),
     )
     return Prepared(

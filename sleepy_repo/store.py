@@ -392,33 +392,6 @@ class NoteStore:
         conn.execute("UPDATE modules SET mtime_ns = ? WHERE path = ?", (mtime_ns, path))
 
     @staticmethod
-    def put_module(
-        conn: sqlite3.Connection,
-        *,
-        lang: str,
-        blob_sha: str,
-        size: int,
-        mtime_ns: int,
-        warning: str | None,
-        facts: ModuleFacts,
-        text: str,
-        chunks: list[tuple[int, int, str | None, str, bool]],
-    ) -> None:
-        """Replace everything stored about one module with its new facts and chunks."""
-        NoteStore.delete_module(conn, facts.path)
-        rows = module_rows(
-            lang=lang,
-            blob_sha=blob_sha,
-            size=size,
-            mtime_ns=mtime_ns,
-            warning=warning,
-            facts=facts,
-            text=text,
-            chunks=chunks,
-        )
-        NoteStore.insert_modules(conn, [rows])
-
-    @staticmethod
     def insert_modules(conn: sqlite3.Connection, batch: list[ModuleRows]) -> None:
         """Insert modules that have no rows in the store (``delete_module`` them first):
         one ``executemany`` per table for the whole batch.
@@ -695,11 +668,9 @@ def module_rows(
     mtime_ns: int,
     warning: str | None,
     facts: ModuleFacts,
-    text: str,
     chunks: list[Chunk],
 ) -> ModuleRows:
     path = facts.path
-    body = fts_text(text)
     return ModuleRows(
         path=path,
         lang=lang,
@@ -726,7 +697,7 @@ def module_rows(
         ],
         refs=_caller_rows(path, lang, facts),
         chunks=chunks,
-        chunks_fts=_chunks_fts(text, body, chunks),
+        chunks_fts=_chunks_fts(chunks),
     )
 
 
@@ -768,21 +739,13 @@ def _caller_rows(path: str, lang: str, facts: ModuleFacts) -> list[tuple[Any, ..
     ]
 
 
-def _chunks_fts(text: str, body: str, chunks: list[Chunk]) -> list[str | None]:
-    """Each chunk as FTS indexes it, cut from the file's ``fts_text`` (one regex pass per
-    file, not per chunk): ``fts_text`` only inserts spaces between two letters or digits,
-    so it keeps every line break and the file's lines map one to one. None: no change."""
-    lines = text.split("\n")
-    indexed = body.split("\n")
-    if len(lines) != len(indexed):  # cannot happen; keep the per-chunk pass as the rule
-        out = [fts_text(c[3]) for c in chunks]
-        return [None if t == c[3] else t for t, c in zip(out, chunks, strict=True)]
-    stripped = [line[:-1] if line.endswith("\r") else line for line in indexed]
-    result: list[str | None] = []
-    for start, end, _, chunk_text, _ in chunks:
-        t = "\n".join(stripped[start - 1 : end])
-        result.append(None if t == chunk_text else t)
-    return result
+def _chunks_fts(chunks: list[Chunk]) -> list[str | None]:
+    """Each chunk as FTS indexes it (``fts_text``); None where that changes nothing."""
+    out: list[str | None] = []
+    for chunk in chunks:
+        indexed = fts_text(chunk[3])
+        out.append(None if indexed == chunk[3] else indexed)
+    return out
 
 
 @dataclass

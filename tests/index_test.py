@@ -5,6 +5,7 @@ indexes included), so "the same" means identical rows and identical FTS index co
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sleepy_repo import index as index_mod
 from sleepy_repo.index import code_chunks
 from sleepy_repo.notes import source_lines
 from sleepy_repo.parse import parse_module
-from sleepy_repo.store import _chunks_fts, fts_text
+from sleepy_repo.store import fts_text, module_rows
 
 from helpers import git
 
@@ -126,12 +127,28 @@ TEXT = st.text(alphabet=st.sampled_from(list("aZ9_ \t\r\n\x0c\x1e\x85\u2028éÉx
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(text=TEXT)
-def test_chunks_as_indexed_are_cut_from_the_indexed_file(text: str) -> None:
-    """``fts_text`` of each chunk == that chunk's lines of ``fts_text`` of the whole file."""
+def test_the_indexed_file_is_its_indexed_chunks(text: str) -> None:
+    """files_fts indexes a module as its chunks joined (not a second copy of the file from
+    the workers): FTS5 must see the same tokens at the same positions as in ``fts_text``
+    of the whole file; each chunk is stored as ``fts_text`` indexes it."""
     source = "def fooBar():\n    return 1\n" + text + "\nclass BazQux:\n    aB = 1\n"
     facts = parse_module("m.py", source.encode("utf-8", "surrogatepass"), "python")
     chunks = code_chunks(facts, source_lines(source))
-    got = _chunks_fts(source, fts_text(source), chunks)
-    want = [fts_text(c[3]) for c in chunks]
-    assert [w if g is None else g for g, w in zip(got, want, strict=True)] == want
-    assert all(g is None or g != c[3] for g, c in zip(got, chunks, strict=True))
+    rows = module_rows(
+        lang="python", blob_sha="b", size=1, mtime_ns=1, warning=None, facts=facts, chunks=chunks
+    )
+    got = [c[3] if g is None else g for g, c in zip(rows.chunks_fts, chunks, strict=True)]
+    assert got == [fts_text(c[3]) for c in chunks]
+    with sqlite3.connect(":memory:") as conn:
+        conn.execute("CREATE VIRTUAL TABLE f USING fts5(body, tokenize='porter unicode61')")
+        conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(f, instance)")
+        conn.executemany(
+            "INSERT INTO f(rowid, body) VALUES (?, ?)", [(1, fts_text(source)), (2, rows.body())]
+        )
+        tokens = {
+            doc: conn.execute(
+                "SELECT term, offset FROM v WHERE doc = ? ORDER BY offset", (doc,)
+            ).fetchall()
+            for doc in (1, 2)
+        }
+    assert tokens[1] == tokens[2]
