@@ -113,7 +113,11 @@ def source_lines(text: str) -> list[str]:
 
 def span_sha(lines: list[str], start: int, end: int) -> str:
     """Hash of lines ``start..end`` (1-based, inclusive), ignoring trailing white space."""
-    body = "\n".join(line.rstrip() for line in lines[start - 1 : end])
+    return _hash_stripped([line.rstrip() for line in lines[start - 1 : end]])
+
+
+def _hash_stripped(stripped: list[str]) -> str:
+    body = "\n".join(stripped)
     return hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -130,8 +134,7 @@ def span_hashes(facts: ModuleFacts, lines: list[str]) -> dict[str, str]:
     for start, end in (header_span(facts), *((s.start_line, s.end_line) for s in facts.symbols)):
         key = f"{start}:{end}"
         if key not in out:
-            body = "\n".join(stripped[start - 1 : end])
-            out[key] = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            out[key] = _hash_stripped(stripped[start - 1 : end])
     return out
 
 
@@ -157,8 +160,7 @@ class Grounder:
         if key not in self._shas:
             if self._stripped is None:
                 self._stripped = [line.rstrip() for line in self._lines]
-            body = "\n".join(self._stripped[start - 1 : end])
-            self._shas[key] = hashlib.sha1(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            self._shas[key] = _hash_stripped(self._stripped[start - 1 : end])
         return self._shas[key]
 
     def cite(self, name: str) -> Citation | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 import sqlite3
 import subprocess
 import time
@@ -235,35 +234,19 @@ def _static_notes(
 ) -> Iterator[tuple[str, NoteRows | str | None]]:
     """Each module's notes as rows ready to store, in order (None: it changed since it was
     indexed; a string: why the backend failed); in worker processes when there are many."""
-    run = f"{os.getpid()}-{time.monotonic_ns()}"
     jobs = [
-        (root, store, backend, effort, todo[i : i + NOTE_CHUNK], run)
+        (root, store, backend, effort, todo[i : i + NOTE_CHUNK])
         for i in range(0, len(todo), NOTE_CHUNK)
     ]
-    try:
-        for done in in_workers(_note_chunk, jobs, modules=len(todo)):
-            yield from done
-    finally:
-        _RUN_LINES.clear()  # (in this process; workers end with the run)
-
-
-# the work-tree reader of the current run, kept across its chunks in each process: callers
-# cite files all over the repo, and one chunk's cache alone missed most of them
-_RUN_LINES: dict[str, Callable[[str], list[str]]] = {}
-
-
-def _run_lines(run: str, root: Path) -> Callable[[str], list[str]]:
-    if run not in _RUN_LINES:
-        _RUN_LINES.clear()
-        _RUN_LINES[run] = work_tree_lines(root)
-    return _RUN_LINES[run]
+    for done in in_workers(_note_chunk, jobs, modules=len(todo)):
+        yield from done
 
 
 def _note_chunk(
-    job: tuple[Path, NoteStore, Backend, str, list[tuple[str, str]], str],
+    job: tuple[Path, NoteStore, Backend, str, list[tuple[str, str]]],
 ) -> list[tuple[str, NoteRows | str | None]]:
-    root, store, backend, effort, todo, run = job
-    lines_of = _run_lines(run, root)
+    root, store, backend, effort, todo = job
+    lines_of = work_tree_lines(root)  # callers' spans the index did not hash (older stores)
     out: list[tuple[str, NoteRows | str | None]] = []
     with store.read() as conn:
         for path, blob in todo:
@@ -336,7 +319,7 @@ def _request(
 
     ``read=False`` (static notes): the module's text is not read when the index stored its
     span hashes; the notes are of the indexed version (``lines`` is then empty)."""
-    data = NoteStore.facts_json(conn, path)
+    data = NoteStore.facts_json(conn, path, blob)  # (re-indexed since: no facts of `blob`)
     if data is None:
         return None
     facts = ModuleFacts.from_dict(data)

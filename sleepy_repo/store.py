@@ -463,9 +463,14 @@ class NoteStore:
         )
 
     @staticmethod
-    def facts_json(conn: sqlite3.Connection, path: str) -> dict[str, Any] | None:
+    def facts_json(
+        conn: sqlite3.Connection, path: str, blob_sha: str | None = None
+    ) -> dict[str, Any] | None:
+        """The stored facts of ``path`` (None if not indexed, or not at ``blob_sha``)."""
         row = conn.execute(
-            "SELECT facts_json FROM modules WHERE path = ? AND status = 'indexed'", (path,)
+            "SELECT facts_json FROM modules WHERE path = ? AND status = 'indexed' "
+            "AND (? IS NULL OR blob_sha = ?)",
+            (path, blob_sha, blob_sha),
         ).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 

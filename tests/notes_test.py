@@ -160,3 +160,25 @@ def test_static_notes_need_no_reread_and_cite_callers_by_indexed_hash(
             "SELECT count(*) FROM note_items WHERE text LIKE 'Callers of%'"
         ).fetchone()[0]
     assert checked > 50 and callers > 0
+
+
+def test_static_notes_of_a_blob_use_that_blobs_facts_only(make_repo) -> None:
+    """Without a re-read, what ties static notes to their blob is the stored facts: a module
+    re-indexed at another blob meanwhile gets no notes under the old blob's key."""
+    from sleepy_repo import api
+    from sleepy_repo import sleep as sleep_mod
+
+    repo = api.open_repo(make_repo("shop"))
+    api.refresh(repo, backend="static")
+    with repo.store.read() as conn:
+        blob = conn.execute("SELECT blob_sha FROM modules WHERE path = 'shop/cart.py'").fetchone()[
+            0
+        ]
+
+        def request(b: str) -> object:
+            return sleep_mod._request(
+                repo.root, conn, "shop/cart.py", b, "-", lambda p: [], read=False
+            )
+
+        assert request(blob) is not None
+        assert request("0" * 40) is None  # the store holds cart.py at another blob
