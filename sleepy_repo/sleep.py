@@ -218,7 +218,9 @@ def write_notes(
         elif noted is not None:
             batch.append(noted)
             report.dropped_citations += noted.dropped_citations
-        if len(batch) >= 100:
+        # batches shrink toward the end, so the last write (after the workers are done)
+        # stays short
+        if len(batch) >= min(NOTE_BATCH, max(NOTE_CHUNK, len(todo) - i - 1)):
             report.written += _store_rows(store, batch)
         if progress:
             progress(i + 1, len(todo))
@@ -227,6 +229,7 @@ def write_notes(
 
 
 NOTE_CHUNK = 16  # modules per task when static notes are written in worker processes
+NOTE_BATCH = 100  # modules' notes per write transaction
 
 
 def _static_notes(
