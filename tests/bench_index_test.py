@@ -29,9 +29,17 @@ def test_bench_index_reports_every_phase(cli: CLI, tmp_path: Path) -> None:
     ratios = sorted(run["ratio"] for run in result["runs"])
     assert result["cold_ratio"] == ratios[1]
     assert all(0 < run["cold_index_s"] <= run["cold_s"] for run in result["runs"])
+    # CPU seconds of each side (the index's worker processes included)
+    for run in result["runs"]:
+        assert run["cold_cpu_s"] > 0 and run["baseline_cpu_s"] >= 0
+        if run["baseline_cpu_s"]:  # a ratio of unrounded times, like the wall one
+            implied = run["cpu_ratio"] * run["baseline_cpu_s"]
+            assert abs(implied - run["cold_cpu_s"]) <= 0.0005 * (1 + run["cpu_ratio"]) + 1e-6
+    median = next(r for r in result["runs"] if r["ratio"] == ratios[1])
+    assert result["cpu_ratio"] == median["cpu_ratio"]
     assert result["cold_index_s"] <= result["cold_s"]
     table = cli.run("bench", "index", str(corpus)).stdout
     assert "parse-only baseline" in table and "cold index" in table
-    assert "static notes" in table
+    assert "static notes" in table and "workers included" in table
     bad = cli.run("bench", "index", str(corpus), "--repeat", "0", check=False)
     assert bad.returncode == 2 and "--repeat must be >= 1" in bad.stderr
