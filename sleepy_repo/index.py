@@ -134,7 +134,8 @@ class Prepared:
     cand: Candidate
     skipped: str | None = None  # why it could not be read
     same: bool = False  # content unchanged, only the mtime moved
-    # what edges and the report need; its symbols and references are only in ``rows``
+    # what edges and the report need; its symbols, references and span hashes are only
+    # in ``rows``
     facts: ModuleFacts | None = None
     blob_sha: str = ""
     warning: str | None = None  # from reading (not UTF-8 ...)
@@ -167,8 +168,9 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
     )
     return Prepared(
         cand,
-        # symbols and references are the bulk of the facts: they travel back as rows only
-        facts=replace(facts, symbols=[], references=[]),
+        # symbols, references and span hashes are the bulk of the facts: they travel back
+        # as rows only
+        facts=replace(facts, symbols=[], references=[], span_shas={}),
         blob_sha=content.blob_sha,
         warning=content.warning,
         rows=rows,
@@ -190,6 +192,13 @@ def in_workers(fn: Callable[[T], R], items: list[T], *, modules: int) -> Iterato
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
         yield from pool.map(fn, items, chunksize=max(1, min(16, len(items) // 64)))
+
+
+def batch_due(size: int, remaining: int, most: int, least: int) -> bool:
+    """Whether a write batch of ``size`` items is due: at ``most``, and sooner toward the
+    end of a run (down to ``least`` when few items remain), so the last write, which no
+    worker overlaps, stays short."""
+    return size >= min(most, max(least, remaining))
 
 
 def _prepared(jobs: list[tuple[Path, Candidate, int, str | None]]) -> Iterator[Prepared]:
@@ -313,9 +322,7 @@ def update_index(
             pending.append((cand, prep))
             parsed[cand.path] = facts
             report.changed.append(Changed(cand.path, row.blob_sha if row else None, prep.blob_sha))
-        # batches shrink toward the end (down to MIN_BATCH): the last flush, which nothing
-        # overlaps (the workers are done), stays short
-        if len(pending) >= min(BATCH, max(MIN_BATCH, total - done)):
+        if batch_due(len(pending), total - done, BATCH, MIN_BATCH):
             flush()
         if progress:
             progress(done, total)

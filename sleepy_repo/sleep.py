@@ -27,7 +27,13 @@ from pathlib import Path
 
 from sleepy_repo.budget import Budget
 from sleepy_repo.config import DEFAULT_DENY, BudgetConfig
-from sleepy_repo.index import Changed, go_module_path, imported_paths, in_workers
+from sleepy_repo.index import (
+    Changed,
+    batch_due,
+    go_module_path,
+    imported_paths,
+    in_workers,
+)
 from sleepy_repo.jobs import (
     BatchBackend,
     Job,
@@ -58,6 +64,8 @@ from sleepy_repo.tokens import count_tokens
 log = logging.getLogger(__name__)
 
 MAX_CALLERS = 6
+NOTE_CHUNK = 16  # modules per task when static notes are written in worker processes
+NOTE_BATCH = 100  # modules' notes per write transaction
 # callers are matched by name, so only within languages that can call each other
 LANGUAGE_FAMILIES: tuple[tuple[str, ...], ...] = (("javascript", "typescript", "tsx"),)
 STATIC_EFFORT = "-"  # static notes have no effort level
@@ -218,18 +226,12 @@ def write_notes(
         elif noted is not None:
             batch.append(noted)
             report.dropped_citations += noted.dropped_citations
-        # batches shrink toward the end, so the last write (after the workers are done)
-        # stays short
-        if len(batch) >= min(NOTE_BATCH, max(NOTE_CHUNK, len(todo) - i - 1)):
+        if batch_due(len(batch), len(todo) - i - 1, NOTE_BATCH, NOTE_CHUNK):
             report.written += _store_rows(store, batch)
         if progress:
             progress(i + 1, len(todo))
     report.written += _store_rows(store, batch)
     return report
-
-
-NOTE_CHUNK = 16  # modules per task when static notes are written in worker processes
-NOTE_BATCH = 100  # modules' notes per write transaction
 
 
 def _static_notes(

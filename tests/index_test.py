@@ -152,3 +152,11 @@ def test_the_indexed_file_is_its_indexed_chunks(text: str) -> None:
             for doc in (1, 2)
         }
     assert tokens[1] == tokens[2]
+
+
+def test_write_batches_shrink_toward_the_end_of_a_run() -> None:
+    from sleepy_repo.index import batch_due
+
+    assert not batch_due(199, 1000, 200, 20) and batch_due(200, 1000, 200, 20)
+    assert batch_due(40, 40, 200, 20) and not batch_due(39, 40, 200, 20)  # near the end
+    assert not batch_due(19, 3, 200, 20) and batch_due(20, 3, 200, 20)  # never below least
