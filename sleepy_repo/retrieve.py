@@ -41,6 +41,7 @@ FUSION_WEIGHTS: dict[str, float] = {
 }
 GRAPH_WEIGHT = 0.25  # chosen by a sweep on click, httpx and cobra localization (README)
 GRAPH_TOP = 10
+FILE_CHUNKS = 3  # a file's best chunks that make its score (``file_evidence``)
 COMPACT_TOKENS = 60  # pass 1 prefers an item this small, so more files fit a small budget
 DEPTH = 3  # note items per file in pass 2
 MAX_TERMS = 32
@@ -145,30 +146,6 @@ def _in(n: int) -> str:
     return ",".join("?" * n)
 
 
-def bm25_files(conn: sqlite3.Connection, terms: list[str], limit: int = 200) -> list[str]:
-    if not terms:
-        return []
-    # two steps, not a join: a join looked up a module per match, not per ranked file;
-    # the ranked rowids map to paths through the modules_file_rowid index (schema 4)
-    rowids = [
-        r[0]
-        for r in conn.execute(
-            "SELECT rowid FROM files_fts WHERE files_fts MATCH ? "
-            "ORDER BY bm25(files_fts, 2.0, 1.0) LIMIT ?",
-            (fts_query(terms), limit),
-        )
-    ]
-    if not rowids:
-        return []
-    paths = dict(
-        conn.execute(
-            f"SELECT file_rowid, path FROM modules WHERE file_rowid IN ({_in(len(rowids))})",
-            rowids,
-        ).fetchall()
-    )
-    return [paths[r] for r in rowids if r in paths]
-
-
 @dataclass(frozen=True)
 class Chunk:
     id: int
@@ -178,6 +155,7 @@ class Chunk:
     symbol: str | None
     text: str
     servable: bool
+    score: float = 0.0  # BM25 of the match, higher is better
 
 
 # Ranked searches run in two steps: the top rowids from the FTS table alone, then their
@@ -189,16 +167,14 @@ class Chunk:
 def bm25_chunks(conn: sqlite3.Connection, terms: list[str], limit: int = 300) -> list[Chunk]:
     if not terms:
         return []
-    ids = [
-        r[0]
-        for r in conn.execute(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY bm25(chunks_fts) LIMIT ?",
-            (fts_query(terms), limit),
-        )
-    ]
-    if not ids:
+    scored = conn.execute(
+        "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+        "ORDER BY bm25(chunks_fts) LIMIT ?",
+        (fts_query(terms), limit),
+    ).fetchall()
+    if not scored:
         return []
+    ids = [i for i, _ in scored]
     rows = {
         r[0]: r
         for r in conn.execute(
@@ -207,7 +183,22 @@ def bm25_chunks(conn: sqlite3.Connection, terms: list[str], limit: int = 300) ->
             ids,
         )
     }
-    return [Chunk(*rows[i]) for i in ids if i in rows]
+    # FTS5's bm25() is negative, better matches lower
+    return [Chunk(*rows[i], score=-s) for i, s in scored if i in rows]
+
+
+def file_evidence(chunks: list[Chunk], top: int = FILE_CHUNKS) -> list[str]:
+    """Files ranked by the summed score of their ``top`` best-matching chunks: a file is as
+    good as its few best passages, so one long file that mentions every word once does not
+    beat the file where they meet (whole-file BM25 ranked worse on every benchmark repo:
+    README, "Retrieval"). Ties keep the order of each file's best chunk."""
+    scores: dict[str, list[float]] = {}
+    for c in chunks:  # best first: each file's first ``top`` chunks are its best
+        mine = scores.setdefault(c.path, [])
+        if len(mine) < top:
+            mine.append(c.score)
+    total = {path: sum(s) for path, s in scores.items()}
+    return sorted(total, key=lambda p: -total[p])
 
 
 def bm25_items(
@@ -369,7 +360,7 @@ def rank(conn: sqlite3.Connection, question: str) -> Ranking:
     chunks = bm25_chunks(conn, terms)
     items = bm25_items(conn, terms)
     lists = {
-        "files": bm25_files(conn, terms),
+        "files": file_evidence(chunks),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
         "symbols": symbol_matches(conn, identifiers(question)),

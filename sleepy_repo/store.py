@@ -10,9 +10,8 @@ Tables: ``meta``, ``modules`` (the scanned state of every path), ``symbols``, ``
 (import graph), ``chunks`` (raw code), ``notes`` + ``note_items`` (keyed by
 ``(path, blob_sha, prompt_version, backend, model, effort)``), ``jobs`` (model work still
 to do), ``ledger`` (every model call), ``reservations`` (budget held by calls in flight),
-``batches`` (pending Message Batches) and ``hits``. FTS5 tables index note items, code
-chunks and whole files; triggers keep them consistent with their rows inside the same
-transaction.
+``batches`` (pending Message Batches) and ``hits``. FTS5 tables index note items and code
+chunks; triggers keep them consistent with their rows inside the same transaction.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -180,6 +179,12 @@ INSERT INTO items_fts(items_fts, rank) VALUES ('hashsize', 33554432);
 INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('hashsize', 33554432);
 INSERT INTO files_fts(files_fts, rank) VALUES ('hashsize', 33554432)
 """,
+    # no whole-file index: retrieval scores a file by its best code chunks (``chunks_fts``),
+    # which ranked better than whole-file BM25 and saves tokenizing every file twice
+    6: """DROP INDEX modules_file_rowid;
+ALTER TABLE modules DROP COLUMN file_rowid;
+DROP TABLE files_fts
+""",
 }
 
 
@@ -302,7 +307,7 @@ class NoteStore:
             for (row,) in conn.execute("PRAGMA integrity_check"):
                 if row != "ok":
                     errors.append(row)
-            for fts in ("items_fts", "chunks_fts", "files_fts"):
+            for fts in ("items_fts", "chunks_fts"):
                 try:
                     conn.execute(f"INSERT INTO {fts}({fts}) VALUES ('integrity-check')")
                 except sqlite3.DatabaseError as exc:
@@ -312,8 +317,6 @@ class NoteStore:
                 "(SELECT id FROM note_items)",
                 "note_items": "SELECT count(*) FROM note_items WHERE id NOT IN "
                 "(SELECT rowid FROM items_fts)",
-                "files_fts": "SELECT count(*) FROM files_fts WHERE rowid NOT IN "
-                "(SELECT file_rowid FROM modules WHERE file_rowid IS NOT NULL)",
             }
             for table, query in orphans.items():
                 n = conn.execute(query).fetchone()[0]
@@ -370,9 +373,6 @@ class NoteStore:
 
     @staticmethod
     def delete_module(conn: sqlite3.Connection, path: str) -> None:
-        row = conn.execute("SELECT file_rowid FROM modules WHERE path = ?", (path,)).fetchone()
-        if row and row[0] is not None:
-            conn.execute("DELETE FROM files_fts WHERE rowid = ?", (row[0],))
         conn.execute("DELETE FROM symbols WHERE path = ?", (path,))
         conn.execute("DELETE FROM edges WHERE src = ?", (path,))
         conn.execute("DELETE FROM refs WHERE path = ?", (path,))
@@ -402,14 +402,12 @@ class NoteStore:
         memory until the commit instead of writing a small segment per module."""
         if not batch:
             return
-        file_id = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM files_fts").fetchone()[0]
         chunk_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
         now = time.time()
         modules = []
-        files = []
         chunks = []
         chunks_fts = []
-        for i, m in enumerate(batch):
+        for m in batch:
             modules.append(
                 (
                     m.path,
@@ -420,22 +418,19 @@ class NoteStore:
                     m.warning,
                     m.line_count,
                     m.facts_json,
-                    file_id + i,
                     now,
                 )
             )
-            files.append((file_id + i, m.path_words, m.body()))
             for (start, end, symbol, text, servable), indexed in zip(
                 m.chunks, m.chunks_fts, strict=True
             ):
                 chunks.append((chunk_id, m.path, start, end, symbol, text, int(servable)))
                 chunks_fts.append((chunk_id, text if indexed is None else indexed))
                 chunk_id += 1
-        conn.executemany("INSERT INTO files_fts(rowid, path, body) VALUES (?, ?, ?)", files)
         conn.executemany(
             "INSERT INTO modules(path, lang, blob_sha, size, mtime_ns, status, warning, "
-            "line_count, facts_json, file_rowid, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, 'indexed', ?, ?, ?, ?, ?)",
+            "line_count, facts_json, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 'indexed', ?, ?, ?, ?)",
             modules,
         )
         conn.executemany(
@@ -649,20 +644,10 @@ class ModuleRows:
     warning: str | None
     line_count: int
     facts_json: str
-    path_words: str
     symbols: list[tuple[Any, ...]]
     refs: list[tuple[Any, ...]]
     chunks: list[Chunk]
     chunks_fts: list[str | None]  # each chunk as chunks_fts indexes it; None: unchanged
-
-    def body(self) -> str:
-        """The file as files_fts indexes it: its chunks as indexed, in order. The chunks
-        cover every line that has a token, so this has the tokens of ``fts_text(file)`` at
-        the same positions (built here, not shipped from the workers: half the bytes)."""
-        return "\n".join(
-            text if indexed is None else indexed
-            for (_, _, _, text, _), indexed in zip(self.chunks, self.chunks_fts, strict=True)
-        )
 
 
 def module_rows(
@@ -686,7 +671,6 @@ def module_rows(
         line_count=facts.line_count,
         # call sites are stored once, in ``refs`` (they are most of a module's facts)
         facts_json=json.dumps(replace(facts, references=[]).to_dict()),
-        path_words=path_words(path),
         symbols=[
             (
                 path,

@@ -527,3 +527,42 @@ def test_cli_real_strategies_on_shop(cli: Any, make_repo: Any, tmp_path: Path) -
         "bench", "localize", "--cases", str(cases), "--strategies", "nope", repo=repo, check=False
     )
     assert bad.returncode == 2 and "unknown strategies" in bad.stderr
+
+
+def test_paths_baseline_index_follows_each_state_like_a_fresh_one(make_repo: Any) -> None:
+    """The whole-file BM25 baseline keeps its own index and brings it in step with each
+    state by blob sha: after edits, a deletion and an addition it ranks exactly as an
+    index built from scratch on the same store, and it indexes every module once."""
+    from sleepy_repo import api
+    from sleepy_repo.bench.strategies import BM25Paths
+
+    from helpers import git
+
+    root = make_repo("shop")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    env = StateEnv(root=root, state="s0", repo=repo)
+    questions = ["cart total with coupons", "format money in the web client", "vat order"]
+    kept = BM25Paths()
+    first = [kept.run(env, q, [4000])[0].files for q in questions]
+    assert all(first)
+    (root / "shop" / "tax.py").write_text('"""Tax."""\n\ndef coupon_vat():\n    return 0\n')
+    (root / "shop" / "storage.py").unlink()
+    (root / "shop" / "coupons.py").write_text('"""Coupons."""\n\ndef zanzibar_rate():\n    pass\n')
+    git(root, "add", "-A")
+    api.refresh(repo)
+    env = StateEnv(root=root, state="s1", repo=repo)
+    fresh = BM25Paths()
+    try:
+        for q in questions:
+            assert kept.run(env, q, [4000]) == fresh.run(env, q, [4000])
+        with repo.store.read() as conn:
+            indexed = {
+                r[0] for r in conn.execute("SELECT path FROM modules WHERE status = 'indexed'")
+            }
+        assert set(kept._rows) == indexed == set(fresh._rows)
+        assert "shop/storage.py" not in kept._rows
+        assert kept.run(env, "zanzibar rate", [4000])[0].files[0] == "shop/coupons.py"
+    finally:
+        kept.close()
+        fresh.close()

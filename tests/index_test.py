@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from sleepy_repo import api
 from sleepy_repo import index as index_mod
+from sleepy_repo.bench.strategies import file_body
 from sleepy_repo.index import code_chunks
 from sleepy_repo.notes import source_lines
 from sleepy_repo.parse import parse_module
@@ -25,7 +26,7 @@ from helpers import git
 QUERIES = {
     # mtimes and timestamps differ between any two builds; nothing else may
     "modules": "SELECT path, lang, blob_sha, size, status, reason, warning, line_count, "
-    "facts_json, file_rowid FROM modules ORDER BY path",
+    "facts_json FROM modules ORDER BY path",
     "symbols": "SELECT rowid, * FROM symbols ORDER BY rowid",
     "refs": "SELECT rowid, * FROM refs ORDER BY rowid",
     "chunks": "SELECT * FROM chunks ORDER BY id",
@@ -33,11 +34,10 @@ QUERIES = {
     "notes": "SELECT id, path, blob_sha, prompt_version, backend, model, effort, origin, "
     "dropped_citations FROM notes ORDER BY id",
     "note_items": "SELECT * FROM note_items ORDER BY id",
-    "files_fts": "SELECT rowid, path, body FROM files_fts ORDER BY rowid",
     "items_fts": "SELECT rowid, question, text, terms FROM items_fts ORDER BY rowid",
     "chunks_fts": "SELECT rowid, text FROM chunks_fts ORDER BY rowid",
 }
-FTS = ("files_fts", "items_fts", "chunks_fts")
+FTS = ("items_fts", "chunks_fts")
 
 
 def stored_rows(repo: api.Repo) -> dict[str, list[tuple[Any, ...]]]:
@@ -128,9 +128,9 @@ TEXT = st.text(alphabet=st.sampled_from(list("aZ9_ \t\r\n\x0c\x1e\x85\u2028éÉx
 @settings(max_examples=300, deadline=None, database=None)
 @given(text=TEXT)
 def test_the_indexed_file_is_its_indexed_chunks(text: str) -> None:
-    """files_fts indexes a module as its chunks joined (not a second copy of the file from
-    the workers): FTS5 must see the same tokens at the same positions as in ``fts_text``
-    of the whole file; each chunk is stored as ``fts_text`` indexes it."""
+    """The whole-file BM25 baseline (bench ``paths``) indexes a module as its stored chunks
+    joined: FTS5 must see the same tokens at the same positions as in ``fts_text`` of the
+    whole file; each chunk is stored as ``fts_text`` indexes it."""
     source = "def fooBar():\n    return 1\n" + text + "\nclass BazQux:\n    aB = 1\n"
     facts = parse_module("m.py", source.encode("utf-8", "surrogatepass"), "python")
     chunks = code_chunks(facts, source_lines(source))
@@ -143,7 +143,8 @@ def test_the_indexed_file_is_its_indexed_chunks(text: str) -> None:
         conn.execute("CREATE VIRTUAL TABLE f USING fts5(body, tokenize='porter unicode61')")
         conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(f, instance)")
         conn.executemany(
-            "INSERT INTO f(rowid, body) VALUES (?, ?)", [(1, fts_text(source)), (2, rows.body())]
+            "INSERT INTO f(rowid, body) VALUES (?, ?)",
+            [(1, fts_text(source)), (2, file_body([c[3] for c in chunks]))],
         )
         tokens = {
             doc: conn.execute(

@@ -75,17 +75,9 @@ def _duplicates(store: NoteStore) -> dict[str, int]:
         "HAVING count(*) > 1",
         "symbols": "SELECT path, qualname, start_line FROM symbols GROUP BY 1, 2, 3 "
         "HAVING count(*) > 1",
-        "files_fts": "SELECT file_rowid FROM modules WHERE file_rowid IS NOT NULL "
-        "GROUP BY 1 HAVING count(*) > 1",
     }
     with store.read() as conn:
         found = {t: len(conn.execute(q).fetchall()) for t, q in queries.items()}
-        found["files_fts rows != modules"] = abs(
-            conn.execute("SELECT count(*) FROM files_fts").fetchone()[0]
-            - conn.execute("SELECT count(*) FROM modules WHERE file_rowid IS NOT NULL").fetchone()[
-                0
-            ]
-        )
     return {t: n for t, n in found.items() if n}
 
 

@@ -83,8 +83,8 @@ def chunks_joined(conn: sqlite3.Connection, terms: list[str], limit: int = 300) 
     if not terms:
         return []
     rows = conn.execute(
-        "SELECT c.id, c.path, c.start_line, c.end_line, c.symbol, c.text, c.servable "
-        "FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
+        "SELECT c.id, c.path, c.start_line, c.end_line, c.symbol, c.text, c.servable, "
+        "-bm25(chunks_fts) FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
         "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
         (retrieve.fts_query(terms), limit),
     )

@@ -101,7 +101,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path, monkeypatch) -> None:
     """A store of schema 4 kept every call site: the migration keeps each called name's
     first call inside a symbol (its first module-level call if it has none) per module,
-    adds the caller span hash column, and gives the full-text tables a larger buffer."""
+    adds the caller span hash column, and gives the full-text tables a larger buffer (the
+    whole-file one goes in migration 6)."""
     s = NoteStore(tmp_path / ".sleepy")
     with monkeypatch.context() as m:  # a store as schema 4 created it
         m.setattr(store_mod, "SCHEMA_VERSION", 4)
@@ -126,7 +127,52 @@ def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path, mon
         assert {r[0] for r in conn.execute("SELECT caller_sha FROM refs")} == {None}
         sizes = {
             fts: conn.execute(f"SELECT v FROM {fts}_config WHERE k = 'hashsize'").fetchone()
-            for fts in ("items_fts", "chunks_fts", "files_fts")
+            for fts in ("items_fts", "chunks_fts")
         }
     assert kept == [rows[1], rows[4], rows[6]]
     assert all(v is not None and v[0] == 32 * 2**20 for v in sizes.values()), sizes
+
+
+def test_migration_6_drops_the_whole_file_index_and_keeps_the_rest(
+    make_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema-5 store indexed whole files (``files_fts`` + ``modules.file_rowid``); the
+    migration drops both and keeps every module, chunk and note, and ``context`` answers
+    from it as from a new store."""
+    root = make_repo("shop")
+    with monkeypatch.context() as m:  # indexed and noted as schema 5 did
+        m.setattr(store_mod, "SCHEMA_VERSION", 5)
+        m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4, 5)})
+        old = api.open_repo(root)
+        with old.store.write() as conn:  # schema 5 filled these for every module
+            paths = [r[0] for r in conn.execute("SELECT path FROM modules")]
+            for i, path in enumerate(paths, 1):
+                conn.execute(
+                    "INSERT INTO files_fts(rowid, path, body) VALUES (?, ?, 'x')", (i, path)
+                )
+                conn.execute("UPDATE modules SET file_rowid = ? WHERE path = ?", (i, path))
+        api.refresh(old)
+    with old.store.read() as conn:
+        before = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("modules", "chunks", "note_items")
+        }
+    repo = api.open_repo(root)  # migrates
+    with repo.store.read() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(modules)")}
+        after = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in before}
+    assert "files_fts" not in tables and "modules_file_rowid" not in tables
+    assert "file_rowid" not in columns
+    assert after == before and before["note_items"] > 0
+    assert repo.store.integrity_errors() == []
+    fresh = make_repo("shop")
+    fresh_repo = api.open_repo(fresh)
+    api.refresh(fresh_repo)
+    question = "where is the cart total computed"
+    served = [
+        [(i.path, i.start_line, i.end_line, i.text) for i in c.items]
+        for c in (api.get_context(r, question, 800, source=None) for r in (repo, fresh_repo))
+    ]
+    assert served[0] == served[1] and served[0]

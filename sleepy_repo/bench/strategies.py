@@ -32,6 +32,7 @@ Strategies here:
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Protocol, runtime_checkable
 from sleepy_repo import api, retrieve
 from sleepy_repo.bench.aider_map import AiderMap
 from sleepy_repo.errors import SleepyError
+from sleepy_repo.store import fts_text, path_words
 from sleepy_repo.tokens import count_tokens
 
 
@@ -143,16 +145,83 @@ class RawChunks(_Simple):
         return Served(files=files, tokens=used, text="\n\n".join(texts))
 
 
+def file_body(chunk_texts: Sequence[str]) -> str:
+    """A module as whole-file BM25 indexes it: its code chunks (in line order, each as
+    ``fts_text`` indexes it) joined. The chunks cover every line that has a token, so this
+    has the tokens of ``fts_text(file)`` at the same positions."""
+    return "\n".join(fts_text(t) for t in chunk_texts)
+
+
 class BM25Paths(_Simple):
+    """Whole-file BM25 (path words weighted 2, content 1) over the indexed modules. The
+    product ranks files by their best chunks instead, so this baseline keeps its own
+    in-memory FTS5 index, brought in step with each state's store by blob sha."""
+
     name = "paths"
     family = "none"
     description = "BM25 over whole files, serving the ranked path list"
 
+    def __init__(self) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._store: Path | None = None
+        self._rows: dict[str, tuple[int, str]] = {}  # path -> (rowid, blob sha)
+
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
-        with env.repo.store.read() as conn:
-            paths = retrieve.bm25_files(conn, retrieve.query_terms(query))
+        conn = self._sync(env.repo)
+        terms = retrieve.query_terms(query)
+        ids = (
+            [
+                r[0]
+                for r in conn.execute(
+                    "SELECT rowid FROM files WHERE files MATCH ? "
+                    "ORDER BY bm25(files, 2.0, 1.0) LIMIT 200",
+                    (retrieve.fts_query(terms),),
+                )
+            ]
+            if terms
+            else []
+        )
+        by_id = {rowid: path for path, (rowid, _) in self._rows.items()}
+        paths = [by_id[i] for i in ids]
         ranking = retrieve.Ranking(files=[(p, 0.0) for p in paths], chunks=[], item_rank={})
         return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+
+    def _sync(self, repo: api.Repo) -> sqlite3.Connection:
+        """The whole-file index of ``repo``'s indexed modules now (re-indexing only the
+        modules whose blob changed since the last call on the same store)."""
+        if self._conn is None or self._store != repo.store.path:
+            self.close()
+            self._conn = sqlite3.connect(":memory:")
+            self._conn.execute(
+                "CREATE VIRTUAL TABLE files USING fts5(path, body, tokenize='porter unicode61')"
+            )
+            self._store = repo.store.path
+        conn = self._conn
+        with repo.store.read() as src:
+            now = dict(src.execute("SELECT path, blob_sha FROM modules WHERE status = 'indexed'"))
+            stale = [p for p, (_, blob) in self._rows.items() if now.get(p) != blob]
+            for path in stale:
+                conn.execute("DELETE FROM files WHERE rowid = ?", (self._rows.pop(path)[0],))
+            for path in sorted(p for p in now if p not in self._rows):
+                texts = [
+                    r[0]
+                    for r in src.execute(
+                        "SELECT text FROM chunks WHERE path = ? ORDER BY start_line", (path,)
+                    )
+                ]
+                rowid = conn.execute(
+                    "INSERT INTO files(path, body) VALUES (?, ?)",
+                    (path_words(path), file_body(texts)),
+                ).lastrowid
+                assert rowid is not None
+                self._rows[path] = (rowid, now[path])
+        conn.commit()
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._store, self._rows = None, None, {}
 
 
 class StaticNotes(_Simple):
