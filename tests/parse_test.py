@@ -845,3 +845,29 @@ def test_resolve_sample_imports_end_to_end() -> None:
         "src/shop/cart/store.rs",
         "src/shop/events.rs",
     ]
+
+
+def test_facts_round_trip_through_json_and_old_symbol_dicts_still_load() -> None:
+    """``from_dict`` fills symbols straight from ``to_dict``'s dicts; a dict missing a field
+    with a default (an older store) still loads through ``Symbol(**d)``, and an unknown
+    field is an error, as it was."""
+    import json
+
+    import pytest
+
+    from sleepy_repo.parse.facts import ModuleFacts, Symbol
+
+    src = b'"""Doc."""\nclass Cart:\n    """A cart."""\n    def add(self, x):\n        return x\n'
+    facts = parse_module("cart.py", src, "python")
+    back = ModuleFacts.from_dict(json.loads(json.dumps(facts.to_dict())))
+    assert back == facts and back.symbols and all(type(s) is Symbol for s in back.symbols)
+    assert [hash(s) for s in back.symbols] == [hash(s) for s in facts.symbols]
+    old = facts.to_dict()
+    for s in old["symbols"]:
+        del s["parent"], s["exported"]
+    loaded = ModuleFacts.from_dict(old).symbols
+    assert [(s.parent, s.exported) for s in loaded] == [(None, True)] * len(loaded)
+    bad = facts.to_dict()
+    bad["symbols"][0]["colour"] = "red"
+    with pytest.raises(TypeError):
+        ModuleFacts.from_dict(bad)

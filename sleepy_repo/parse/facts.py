@@ -6,7 +6,7 @@ All line numbers are 1-based and inclusive.
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -82,7 +82,7 @@ class ModuleFacts:
             line_count=data["line_count"],
             doc=data.get("doc", ""),
             header_end=data.get("header_end", 0),
-            symbols=[Symbol(**s) for s in data.get("symbols", [])],
+            symbols=[_symbol(s) for s in data.get("symbols", [])],
             imports=[
                 Import(module=i["module"], names=tuple(i["names"]), line=i["line"])
                 for i in data.get("imports", [])
@@ -101,6 +101,20 @@ class ModuleFacts:
     def enclosing_symbol(self, line: int) -> Symbol | None:
         """The innermost symbol whose span contains ``line``."""
         return enclosing_symbols(self.symbols, [line])[0]
+
+
+_SYMBOL_FIELDS = frozenset(f.name for f in fields(Symbol))
+
+
+def _symbol(data: dict[str, Any]) -> Symbol:
+    """``Symbol(**data)``; a dict with exactly its fields (what ``to_dict`` writes) fills
+    the instance directly: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, and stores hold tens of thousands of symbols."""
+    if data.keys() != _SYMBOL_FIELDS:
+        return Symbol(**data)  # an older store's dict: defaults apply (or a clear error)
+    sym = object.__new__(Symbol)
+    sym.__dict__.update(data)
+    return sym
 
 
 def enclosing_symbols(symbols: list[Symbol], lines: list[int]) -> list[Symbol | None]:
