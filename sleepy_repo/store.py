@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
+import string
 import tempfile
 import time
 from collections.abc import Iterator
@@ -780,20 +780,37 @@ def note_rows(notes: ModuleNotes) -> NoteRows:
     )
 
 
-# a lower-case letter or digit before an upper-case one: where camelCase splits (a match is
-# never part of the next, so one pass finds every boundary)
-_CAMEL = re.compile(r"[a-z0-9](?=[A-Z])")
-
-
-def _split_camel(m: re.Match[str]) -> str:
-    return m.group() + " "
+# camelCase splits where an ASCII lower-case letter or digit meets an ASCII upper-case one
+# (``[a-z0-9](?=[A-Z])``, the reference in the tests). Found on the UTF-8 bytes mapped to
+# two classes: a ``bytes.find`` of ``b"aA"`` runs in C, where the regex scan took 3x as
+# long on code. ASCII letters are single bytes in UTF-8 and no other byte maps to a class.
+_CAMEL_CLASSES = bytes(
+    ord("a")
+    if chr(b) in string.ascii_lowercase + string.digits
+    else ord("A")
+    if chr(b) in string.ascii_uppercase
+    else ord(" ")
+    for b in range(256)
+)
 
 
 def fts_text(text: str) -> str:
     """Text as FTS5 indexes it: camelCase split into words (snake_case splits natively)."""
     if text.islower():  # no upper-case letter: nothing to split
         return text
-    return _CAMEL.sub(_split_camel, text)
+    data = text.encode("utf-8", "surrogatepass")
+    classes = data.translate(_CAMEL_CLASSES)
+    at = classes.find(b"aA")
+    if at < 0:
+        return text
+    parts: list[bytes] = []
+    last = 0
+    while at >= 0:
+        parts.append(data[last : at + 1])
+        last = at + 1
+        at = classes.find(b"aA", last)
+    parts.append(data[last:])
+    return b" ".join(parts).decode("utf-8", "surrogatepass")
 
 
 def fts_texts(texts: list[str]) -> list[str]:

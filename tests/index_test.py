@@ -161,3 +161,21 @@ def test_write_batches_shrink_toward_the_end_of_a_run() -> None:
     assert not batch_due(199, 1000, 200, 20) and batch_due(200, 1000, 200, 20)
     assert batch_due(40, 40, 200, 20) and not batch_due(39, 40, 200, 20)  # near the end
     assert not batch_due(19, 3, 200, 20) and batch_due(20, 3, 200, 20)  # never below least
+
+
+CAMEL_TEXT = st.text(
+    alphabet=st.sampled_from([*"aZ9_ x\n\0", "é", "É", "\u2014", "\ud800", "ſ", "K", "İ"]),
+    max_size=80,
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(text=CAMEL_TEXT)
+def test_camel_case_splits_where_the_reference_pattern_does(text: str) -> None:
+    """``fts_text`` finds camelCase boundaries on bytes; it must split exactly where
+    ``[a-z0-9](?=[A-Z])`` does, non-ASCII letters and lone surrogates included."""
+    import re
+
+    reference = re.sub(r"[a-z0-9](?=[A-Z])", lambda m: m.group() + " ", text)
+    assert fts_text(text) == reference
+    assert fts_text("parseArgs9X fooBAR éA aÉ") == "parse Args9 X foo BAR éA aÉ"
