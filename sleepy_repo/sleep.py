@@ -44,8 +44,10 @@ from sleepy_repo.jobs import (
     submit_batch,
 )
 from sleepy_repo.models.base import Backend, Caller, Estimate, NoteRequest, Previous
+from sleepy_repo.models.static import StaticBackend
 from sleepy_repo.notes import (
     Citation,
+    Grounder,
     ModuleNotes,
     NoteKey,
     Usage,
@@ -56,9 +58,16 @@ from sleepy_repo.notes import (
 )
 from sleepy_repo.parse import parse_module
 from sleepy_repo.parse.facts import ModuleFacts
-from sleepy_repo.redact import DenyList
+from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.scan import blob_sha
-from sleepy_repo.store import NoteRows, NoteStore, note_rows
+from sleepy_repo.store import (
+    NoteRows,
+    NoteStore,
+    citations_to_json,
+    fts_texts,
+    note_rows,
+    path_words,
+)
 from sleepy_repo.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -256,12 +265,52 @@ def _note_chunk(
     with store.read() as conn:
         for path, blob in todo:
             try:
-                notes = _note_one(root, conn, backend, path, blob, effort, lines_of)
+                if isinstance(backend, StaticBackend):
+                    request = _request(root, conn, path, blob, effort, lines_of, read=False)
+                    key = note_key(backend, path, blob, effort)
+                    rows = None if request is None else static_rows(backend, request, key)
+                else:
+                    notes = _note_one(root, conn, backend, path, blob, effort, lines_of)
+                    rows = None if notes is None else note_rows(notes)
             except Exception as exc:
                 out.append((path, str(exc)))
                 continue
-            out.append((path, None if notes is None else note_rows(notes)))
+            out.append((path, rows))
     return out
+
+
+def static_rows(backend: StaticBackend, request: NoteRequest, key: NoteKey) -> NoteRows:
+    """``note_rows(ground(backend.write_notes(request), ...))``, the same rows (tested),
+    with the per-symbol items (most of a module's items) built straight from the parse:
+    no draft and no grounding round for a citation the parse itself made."""
+    facts = request.facts
+    draft = backend.write_notes(request, symbol_items=False)
+    rows = note_rows(ground(draft, facts, request.lines, key))
+    grounder = Grounder(facts, request.lines)
+    # a symbol's own qualname is always in the parse (a repeated qualname cites the first
+    # symbol of that name, as grounding does)
+    cites = [c for sym in facts.symbols if (c := grounder.cite(sym.qualname)) is not None]
+    assert len(cites) == len(facts.symbols)
+    texts = [redact_text(backend.symbol_text(sym)) for sym in facts.symbols]
+    indexed = fts_texts(texts + [(c.symbol or "").replace(".", " ") for c in cites])
+    n = len(texts)
+    path_terms = path_words(facts.path) + " "
+    for i, (text, cit) in enumerate(zip(texts, cites, strict=True)):
+        rows.items.append(
+            (
+                "symbol",
+                None,
+                text,
+                cit.symbol,
+                cit.start_line,
+                cit.end_line,
+                citations_to_json((cit,)),
+                0,
+                0,
+            )
+        )
+        rows.fts.append(("", indexed[i], path_terms + indexed[n + i]))
+    return rows
 
 
 def _store_rows(store: NoteStore, batch: list[NoteRows]) -> int:

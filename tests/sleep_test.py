@@ -89,3 +89,78 @@ def test_branch_switch_reuses_model_notes(make_repo, cli: CLI, tmp_path: Path) -
     back = cli.json("refresh", "--backend", "fake", repo=repo)
     assert back["parsed"] == 1
     assert back["notes"]["fake"]["written"] == 0  # the main blob's notes are still there
+
+
+EDGE_MODULE = (
+    '''"""Edge cases for the per-symbol items."""
+import os
+
+
+class Config:
+    """Holds the api_key = "sk-ant-abcdefghijklmnopqrstuvwxyz012345" for tests."""
+
+    @property
+    def value(self):
+        """The value — with a dash… and an ellipsis."""
+        return 1
+
+    @value.setter
+    def value(self, v):
+        pass
+
+    def getPassword2(self, x):
+        return x
+
+
+def very_long_signature('''
+    + ", ".join(f"argument_{i}: int = {i}" for i in range(30))
+    + '''):
+    """Ünïcode döc. Second sentence."""
+    return os.sep
+
+
+def parseArgs(argv):
+    return argv
+'''
+)
+
+
+def test_static_rows_equal_grounded_draft_rows(make_repo) -> None:
+    """The batch writer builds the per-symbol rows of static notes directly; they must be
+    exactly the rows of the draft grounded the general way, for every module of both
+    fixtures and for a module of edge cases (a repeated qualname, a secret in a docstring,
+    non-ASCII text, a truncated signature, camelCase names)."""
+    from sleepy_repo import api, sleep
+    from sleepy_repo.models.static import StaticBackend
+    from sleepy_repo.notes import ground
+    from sleepy_repo.store import note_rows
+
+    backend = StaticBackend()
+    compared = 0
+    for name in ("shop", "relay"):
+        root = make_repo(name)
+        (root / "edge_cases.py").write_text(EDGE_MODULE)
+        repo = api.open_repo(root)
+        api.refresh(repo)
+        lines_of = sleep.work_tree_lines(root)
+        with repo.store.read() as conn:
+            modules = conn.execute(
+                "SELECT path, blob_sha FROM modules WHERE status = 'indexed'"
+            ).fetchall()
+            for path, blob in modules:
+                request = sleep._request(root, conn, path, blob, "-", lines_of, read=False)
+                assert request is not None
+                key = sleep.note_key(backend, path, blob, "-")
+                draft = backend.write_notes(request)
+                general = note_rows(ground(draft, request.facts, request.lines, key))
+                assert sleep.static_rows(backend, request, key) == general, path
+                compared += 1
+            edge = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT text FROM note_items WHERE path = 'edge_cases.py' AND kind = 'symbol'"
+                )
+            ]
+        assert any("[REDACTED" in t for t in edge) and not any("sk-ant-" in t for t in edge)
+        assert sum(t.startswith("method Config.value:") for t in edge) == 2
+    assert compared >= 20

@@ -41,7 +41,9 @@ class StaticBackend:
     def estimate(self, request: NoteRequest) -> Estimate:
         return Estimate()
 
-    def write_notes(self, request: NoteRequest) -> NoteDraft:
+    def write_notes(self, request: NoteRequest, *, symbol_items: bool = True) -> NoteDraft:
+        """The module's notes; ``symbol_items=False`` leaves out the per-symbol items (the
+        batch writer builds those rows directly: ``sleep.static_rows``)."""
         facts = request.facts
         path = facts.path
         public = [s for s in facts.symbols if s.exported and s.parent is None]
@@ -89,7 +91,8 @@ class StaticBackend:
                     )
                 )
         items.extend(qa)
-        items.extend(self._symbol_item(s) for s in facts.symbols)
+        if symbol_items:
+            items.extend(self._symbol_item(s) for s in facts.symbols)
         return NoteDraft(items=items, generated=False)
 
     @staticmethod
@@ -130,11 +133,17 @@ class StaticBackend:
         )
 
     @staticmethod
-    def _symbol_item(sym: Symbol) -> DraftItem:
+    def symbol_text(sym: Symbol) -> str:
+        """The text of a symbol's item: kind, qualname, signature, first doc sentence."""
         signature = sym.signature.strip()
         if len(signature) > MAX_SIGNATURE:
             signature = signature[: MAX_SIGNATURE - 1] + "…"
         text = f"{sym.kind} {sym.qualname}: {signature}"
         if sym.doc:
             text += " — " + first_sentence(sym.doc)
+        return text
+
+    @classmethod
+    def _symbol_item(cls, sym: Symbol) -> DraftItem:
+        text = cls.symbol_text(sym)
         return DraftItem(kind="symbol", text=text, cites=(sym.qualname,), symbol=sym.qualname)
