@@ -239,6 +239,12 @@ def update_index(
     pending: list[tuple[Candidate, object]] = []
     parsed: dict[str, ModuleFacts] = {}  # imports and lines only (see Prepared)
     total = len(todo)
+    # Import edges are resolved as each module arrives, against the paths the scan found,
+    # and written with the module (not in a serial pass after the last one): exact when
+    # every candidate ends up indexed, which ``_update_edges`` checks (it redoes them if not)
+    known = frozenset(c.path for c in result.candidates)
+    go_module = go_module_path(root)
+    early: dict[str, list[str]] = {}
 
     def flush() -> None:
         if not pending:
@@ -281,6 +287,9 @@ def update_index(
                 store.delete_module(conn, cand.path)
                 run.append(item.rows)
             store.insert_modules(conn, run)
+            for cand, item in pending:
+                if isinstance(item, Prepared):
+                    store.set_edges(conn, cand.path, early[cand.path])
         pending.clear()
 
     newly_skipped = [
@@ -321,6 +330,7 @@ def update_index(
                 )
             pending.append((cand, prep))
             parsed[cand.path] = facts
+            early[cand.path] = sorted(imported_paths(facts, known, go_module))
             report.changed.append(Changed(cand.path, row.blob_sha if row else None, prep.blob_sha))
         if batch_due(len(pending), total - done, BATCH, MIN_BATCH):
             flush()
@@ -352,6 +362,8 @@ def update_index(
             parsed,
             recompute_all=paths_changed,
             cold=not stored,
+            early=early,
+            known=known,
         )
     with store.write() as conn:
         store.set_meta(
@@ -404,8 +416,13 @@ def _update_edges(
     *,
     recompute_all: bool,
     cold: bool,
+    early: dict[str, list[str]],
+    known: frozenset[str],
 ) -> None:
-    """Resolve imports to edges, and collect modules whose graph context changed."""
+    """Resolve imports to edges, and collect modules whose graph context changed.
+
+    ``early``: edges already written, resolved against ``known`` (the scan's paths); they
+    stand when ``known`` is exactly the set of indexed modules, else they are redone."""
     go_module = go_module_path(root)
     changed = {c.path for c in report.changed}
     with store.read() as conn:
@@ -418,15 +435,19 @@ def _update_edges(
             if (f := store.facts_json(conn, p)) is not None:
                 facts_by_path[p] = ModuleFacts.from_dict(f)
     affected: set[str] = set()
+    if paths != known:
+        early = {}  # a candidate was not indexed (unreadable): resolve against the index
     with store.write() as conn:
         for path, facts in facts_by_path.items():
-            dsts = imported_paths(facts, paths, go_module)
+            written = early.get(path)
+            dsts = set(written) if written is not None else imported_paths(facts, paths, go_module)
             before = old_edges.get(path)
             if before is None and path not in changed:
                 before = {
                     r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (path,))
                 }
-            store.set_edges(conn, path, sorted(dsts))
+            if written is None:
+                store.set_edges(conn, path, sorted(dsts))
             if before is not None:
                 affected |= before ^ dsts
                 if before != dsts:

@@ -4,6 +4,7 @@ indexes included), so "the same" means identical rows and identical FTS index co
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -179,3 +180,67 @@ def test_camel_case_splits_where_the_reference_pattern_does(text: str) -> None:
     reference = re.sub(r"[a-z0-9](?=[A-Z])", lambda m: m.group() + " ", text)
     assert fts_text(text) == reference
     assert fts_text("parseArgs9X fooBAR éA aÉ") == "parse Args9 X foo BAR éA aÉ"
+
+
+def _edges_as_resolved_now(repo: api.Repo) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(stored edges, edges resolved from the stored facts against the indexed modules)."""
+    from sleepy_repo.index import go_module_path, imported_paths
+    from sleepy_repo.parse.facts import ModuleFacts
+
+    with repo.store.read() as conn:
+        facts = {
+            p: ModuleFacts.from_dict(json.loads(f))
+            for p, f in conn.execute(
+                "SELECT path, facts_json FROM modules WHERE status = 'indexed'"
+            )
+        }
+        stored = {p: [] for p in facts}
+        for src, dst in conn.execute("SELECT src, dst FROM edges ORDER BY src, dst"):
+            stored[src].append(dst)
+    paths = frozenset(facts)
+    go = go_module_path(repo.root)
+    return stored, {p: sorted(imported_paths(f, paths, go)) for p, f in facts.items()}
+
+
+@pytest.mark.parametrize("unreadable", [False, True])
+def test_edges_resolved_while_parsing_equal_edges_resolved_after(
+    make_repo, monkeypatch: pytest.MonkeyPatch, unreadable: bool
+) -> None:
+    """Import edges are resolved as each module arrives (against the scan's paths), not in
+    a serial pass at the end: each module once. When a scanned file cannot be read (so it
+    is not indexed), they are resolved again against the index: no edge to the skipped
+    file, and every stored edge equals a fresh resolution."""
+    import os
+
+    root = make_repo("shop")
+    target = root / "shop" / "tax.py"
+    if unreadable:
+        real_open = os.open
+
+        def fake_open(path, flags, *a, **k):  # type: ignore[no-untyped-def]
+            if str(path) == str(target):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", fake_open)
+    calls: list[str] = []
+    real_resolve = index_mod.imported_paths
+
+    def counted(facts: Any, *args: Any) -> Any:
+        calls.append(facts.path)
+        return real_resolve(facts, *args)
+
+    monkeypatch.setattr(index_mod, "imported_paths", counted)
+    repo = api.open_repo(root)
+    report = api.refresh(repo)
+    resolved = list(calls)  # (the check below resolves again)
+    stored, fresh = _edges_as_resolved_now(repo)
+    assert stored == fresh and any(stored.values())
+    if unreadable:
+        assert "shop/tax.py" not in stored
+        assert report["skipped"] and not any("shop/tax.py" in d for d in stored.values())
+        # while parsing (the 16 readable modules), then again against the index
+        assert len(resolved) == 2 * len(stored)
+    else:
+        assert "shop/tax.py" in stored["shop/pricing.py"]
+        assert sorted(resolved) == sorted(stored)  # once each
