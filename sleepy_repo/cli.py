@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -42,13 +43,20 @@ def _progress(enabled: bool) -> Iterator[api.Progress | None]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    # redrawn from the caller's thread (no refresh thread): the indexer forks its worker
+    # processes only from a single-threaded process (``index.start_method``)
+    with Progress(*columns, console=err, transient=True, auto_refresh=False) as bar:
         tasks: dict[str, Any] = {}
+        drawn = [0.0]
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+            now = time.monotonic()
+            redraw = done >= total or now - drawn[0] >= 0.1
+            if redraw:
+                drawn[0] = now
+            bar.update(tasks[phase], completed=done, total=total, refresh=redraw)
 
         yield update
 

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -189,9 +190,20 @@ def in_workers(fn: Callable[[T], R], items: list[T], *, modules: int) -> Iterato
     if modules < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         yield from map(fn, items)
         return
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ctx = multiprocessing.get_context(start_method())
     with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
         yield from pool.map(fn, items, chunksize=max(1, min(16, len(items) // 64)))
+
+
+def start_method() -> str:
+    """How worker processes start: ``fork`` (fast: nothing to import again) only on Linux
+    and only while this process has a single thread. A fork copies every lock another
+    thread holds at that instant (the watcher's and the language server's threads log,
+    import and write), and a worker that then needs one waits forever; elsewhere, a
+    ``forkserver`` (Linux: forked from a clean single-threaded server) or ``spawn``."""
+    if sys.platform != "linux":
+        return "spawn"
+    return "fork" if threading.active_count() == 1 else "forkserver"
 
 
 def batch_due(size: int, remaining: int, most: int, least: int) -> bool:

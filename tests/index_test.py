@@ -244,3 +244,61 @@ def test_edges_resolved_while_parsing_equal_edges_resolved_after(
     else:
         assert "shop/tax.py" in stored["shop/pricing.py"]
         assert sorted(resolved) == sorted(stored)  # once each
+
+
+WORKER_MODULE = """
+import threading
+
+LOCK = threading.Lock()  # held by another thread of the parent when the pool starts
+
+
+def work(i):
+    with LOCK:
+        return i * i
+"""
+
+HOLDER_SCRIPT = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import lockwork
+from sleepy_repo import index
+
+held = threading.Event()
+
+
+def hold():
+    with lockwork.LOCK:
+        held.set()
+        time.sleep(3600)
+
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+print(index.start_method(), list(index.in_workers(lockwork.work, list(range(8)), modules=10**6)))
+"""
+
+
+def test_workers_never_fork_from_a_process_with_other_threads(tmp_path: Path) -> None:
+    """A fork copies the locks other threads hold at that instant (the watcher and the
+    language server have threads), and a worker needing one would wait forever. From a
+    process with a second thread holding a lock the workers need, the pool must still
+    finish: its workers start from a clean process."""
+    import subprocess
+    import sys
+
+    (tmp_path / "lockwork.py").write_text(WORKER_MODULE)
+    proc = subprocess.run(
+        [sys.executable, "-c", HOLDER_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split(" ", 1) == ["forkserver", "[0, 1, 4, 9, 16, 25, 36, 49]\n"]
+    alone = subprocess.run(
+        [sys.executable, "-c", "from sleepy_repo import index; print(index.start_method())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.stdout == "fork\n"  # a single-threaded process still forks (fast)
