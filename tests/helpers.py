@@ -29,6 +29,22 @@ def load_builder() -> ModuleType:
     return module
 
 
+def make_unreadable(path: Path, monkeypatch: Any) -> None:
+    """Make reading ``path`` fail with EACCES: by its mode, or (root reads anything) by
+    failing ``os.open`` of it the way EACCES does."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return
+    real_open = os.open
+
+    def fake_open(name, flags, *a, **k):  # type: ignore[no-untyped-def]
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True

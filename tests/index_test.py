@@ -22,7 +22,7 @@ from sleepy_repo.notes import source_lines
 from sleepy_repo.parse import parse_module
 from sleepy_repo.store import fts_text, module_rows
 
-from helpers import git
+from helpers import git, make_unreadable
 
 QUERIES = {
     # mtimes and timestamps differ between any two builds; nothing else may
@@ -210,19 +210,10 @@ def test_edges_resolved_while_parsing_equal_edges_resolved_after(
     a serial pass at the end: each module once. When a scanned file cannot be read (so it
     is not indexed), they are resolved again against the index: no edge to the skipped
     file, and every stored edge equals a fresh resolution."""
-    import os
 
     root = make_repo("shop")
-    target = root / "shop" / "tax.py"
     if unreadable:
-        real_open = os.open
-
-        def fake_open(path, flags, *a, **k):  # type: ignore[no-untyped-def]
-            if str(path) == str(target):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_open(path, flags, *a, **k)
-
-        monkeypatch.setattr(os, "open", fake_open)
+        make_unreadable(root / "shop" / "tax.py", monkeypatch)
     calls: list[str] = []
     real_resolve = index_mod.imported_paths
 

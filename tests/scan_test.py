@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from sleepy_repo import api
 from sleepy_repo.config import ScanConfig
 from sleepy_repo.scan import Candidate, UnreadableModule, blob_sha, read_module, scan
 
-from helpers import CLI, git
+from helpers import CLI, git, make_unreadable
 
 
 def skipped(result: dict) -> dict[str, str]:
@@ -81,18 +80,7 @@ def test_file_deleted_between_listing_and_reading(make_repo) -> None:
 
 def test_unreadable_file_is_skipped(make_repo, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = make_repo("shop")
-    target = repo / "shop" / "tax.py"
-    if os.geteuid() != 0:
-        target.chmod(0)
-    else:  # root reads anything: make the open itself fail the way EACCES does
-        real_open = os.open
-
-        def fake_open(path, flags, *a, **k):  # type: ignore[no-untyped-def]
-            if str(path) == str(target):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_open(path, flags, *a, **k)
-
-        monkeypatch.setattr(os, "open", fake_open)
+    make_unreadable(repo / "shop" / "tax.py", monkeypatch)
     r = api.refresh(api.open_repo(repo))
     assert skipped(r)["shop/tax.py"] == "unreadable: permission denied"
     assert r["modules"] > 5
