@@ -366,7 +366,6 @@ def update_index(
     paths_changed = any(c.old_blob is None for c in report.changed) or bool(report.removed)
     if report.changed or report.removed:
         _update_edges(
-            root,
             store,
             report,
             old_edges,
@@ -376,6 +375,7 @@ def update_index(
             cold=not stored,
             early=early,
             known=known,
+            go_module=go_module,
         )
     with store.write() as conn:
         store.set_meta(
@@ -419,7 +419,6 @@ def _warning(read_warning: str | None, facts: ModuleFacts) -> str | None:
 
 
 def _update_edges(
-    root: Path,
     store: NoteStore,
     report: IndexReport,
     old_edges: dict[str, set[str]],
@@ -430,12 +429,12 @@ def _update_edges(
     cold: bool,
     early: dict[str, list[str]],
     known: frozenset[str],
+    go_module: str | None,
 ) -> None:
     """Resolve imports to edges, and collect modules whose graph context changed.
 
     ``early``: edges already written, resolved against ``known`` (the scan's paths); they
     stand when ``known`` is exactly the set of indexed modules, else they are redone."""
-    go_module = go_module_path(root)
     changed = {c.path for c in report.changed}
     with store.read() as conn:
         paths = frozenset(
