@@ -8,6 +8,7 @@ writer uses to re-note exactly the modules whose content or graph context moved.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 MIN_BATCH = 20
 PARALLEL_MIN = 200  # modules to (re)parse before worker processes pay off
+WORKER_NICE = 10  # how much lower worker processes run than the process storing their results
 CHUNK_LINES = 60
 WRITE_CACHE_KIB = -65536  # page cache of a batch write (negative: KiB), for index inserts
 
@@ -186,13 +188,26 @@ def in_workers(fn: Callable[[T], R], items: list[T], *, modules: int) -> Iterato
     """``map(fn, items)`` in order; in worker processes when the items cover at least
     ``PARALLEL_MIN`` modules and there is more than one core (the caller meanwhile stores
     the results). ``fn`` and the items must pickle; ``fn`` opens its own store connections
-    (never one inherited from the parent)."""
+    (never one inherited from the parent). The workers run at a lower priority
+    (``_lower_priority``)."""
     if modules < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         yield from map(fn, items)
         return
     ctx = multiprocessing.get_context(start_method())
-    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=os.cpu_count(), mp_context=ctx, initializer=_lower_priority
+    ) as pool:
         yield from pool.map(fn, items, chunksize=max(1, min(16, len(items) // 64)))
+
+
+def _lower_priority() -> None:
+    """Run this worker ``WORKER_NICE`` steps nicer than its parent. One worker per core
+    plus the parent that stores their results oversubscribe the cores; at equal priority
+    the parent falls behind and is left storing a backlog, on one core, after the last
+    worker has finished. Nicer workers also leave the editor responsive during a refresh.
+    Where priorities cannot be changed, nothing happens."""
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows), not allowed
+        os.nice(WORKER_NICE)
 
 
 def start_method() -> str:

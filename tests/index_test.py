@@ -5,6 +5,7 @@ indexes included), so "the same" means identical rows and identical FTS index co
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -293,3 +294,15 @@ def test_workers_never_fork_from_a_process_with_other_threads(tmp_path: Path) ->
         timeout=120,
     )
     assert alone.stdout == "fork\n"  # a single-threaded process still forks (fast)
+
+
+def test_workers_run_at_a_lower_priority_than_the_process_storing_their_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers are niced, so the parent that stores their rows keeps up with them (and the
+    editor stays responsive); the parent's own priority is left alone."""
+    monkeypatch.setattr(index_mod.os, "cpu_count", lambda: 2)  # a pool even on one core
+    parent = os.nice(0)
+    niceness = list(index_mod.in_workers(os.nice, [0] * 4, modules=10**6))
+    assert niceness == [min(19, parent + index_mod.WORKER_NICE)] * 4
+    assert os.nice(0) == parent
