@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ class Import:
     line: int
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A call or use of a name, for heuristic "what calls X" answers."""
+class Reference(NamedTuple):
+    """A call or use of a name, for heuristic "what calls X" answers. A named tuple: call
+    sites are the most numerous facts (about 180 per module in the standard library)."""
 
     name: str
     line: int

@@ -16,7 +16,7 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from operator import itemgetter
 
 from tree_sitter import Node, Parser, QueryCursor
@@ -333,16 +333,8 @@ def _contains(starts: list[int], node: Node) -> bool:
     return i < len(starts) and starts[i] < node.end_byte
 
 
-# Call sites are the most numerous facts (~180 per file in the stdlib) and a frozen dataclass
-# __init__ costs about as much as extracting them; when Reference is a plain frozen dataclass
-# with exactly (name, line), instances are built directly into their __dict__ (equal, hashable
-# and immutable afterwards, exactly like Reference(name, line)).
-_new = object.__new__
-_FAST_REFERENCES = (
-    tuple(f.name for f in fields(Reference)) == ("name", "line")
-    and "__slots__" not in vars(Reference)
-    and hasattr(Reference("", 0), "__dict__")
-)
+# a Reference without NamedTuple.__new__'s Python-level call (it is the same tuple)
+_new_tuple = tuple.__new__
 
 
 # What a query pattern is about, decided from its (mandatory) capture names on first sight.
@@ -437,14 +429,7 @@ def _parse_into(facts: ModuleFacts, source: bytes, lang: str) -> None:
                 if line > last_line:
                     line = last_line
                 name = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
-                if _FAST_REFERENCES:
-                    ref = _new(Reference)
-                    attrs = ref.__dict__
-                    attrs["name"] = name
-                    attrs["line"] = line
-                    add_reference(ref)
-                else:
-                    add_reference(Reference(name, line))
+                add_reference(_new_tuple(Reference, (name, line)))
         elif isinstance(role, tuple):  # a definition or a scope
             kind, outer_key, name_key = role
             node = caps[outer_key][0]
