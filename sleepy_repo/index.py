@@ -494,7 +494,9 @@ def _update_edges(
             affected.update(
                 r[0]
                 for r in conn.execute(
-                    "SELECT DISTINCT path FROM symbols WHERE name = ? AND exported = 1", (name,)
+                    "SELECT DISTINCT path FROM symbols "
+                    "WHERE name = ?1 COLLATE NOCASE AND name = ?1 AND exported = 1",
+                    (name,),
                 )
             )
     report.affected = (affected & paths) - changed

@@ -268,7 +268,8 @@ def symbol_matches(conn: sqlite3.Connection, names: list[str]) -> list[str]:
         code = _looks_like_code(name)
         rows = conn.execute(
             "SELECT DISTINCT path, instr(qualname, '.') = 0 FROM symbols "
-            + ("WHERE name = ? COLLATE NOCASE LIMIT 50" if code else "WHERE name = ? LIMIT 50"),
+            "WHERE name = ?1 COLLATE NOCASE " + ("LIMIT 50" if code else "AND name = ?1 LIMIT 50"),
+            # exact for a word that does not look like code (on the case-insensitive index)
             (name,),
         ).fetchall()
         if not rows or len(rows) >= 50:

@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -184,6 +184,12 @@ INSERT INTO files_fts(files_fts, rank) VALUES ('hashsize', 33554432)
     6: """DROP INDEX modules_file_rowid;
 ALTER TABLE modules DROP COLUMN file_rowid;
 DROP TABLE files_fts
+""",
+    # two indexes every write maintained for nothing: exact-name lookups use the
+    # case-insensitive name index (``name = ? COLLATE NOCASE AND name = ?``), and the
+    # notes key's UNIQUE index already starts with (path, blob_sha)
+    7: """DROP INDEX symbols_name_exact;
+DROP INDEX notes_path
 """,
 }
 

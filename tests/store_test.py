@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_migration_6_drops_the_whole_file_index_and_keeps_the_rest(
         }
     repo = api.open_repo(root)  # migrates
     with repo.store.read() as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(modules)")}
         after = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in before}
@@ -176,3 +177,63 @@ def test_migration_6_drops_the_whole_file_index_and_keeps_the_rest(
         for c in (api.get_context(r, question, 800, source=None) for r in (repo, fresh_repo))
     ]
     assert served[0] == served[1] and served[0]
+
+
+def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
+    make_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema-6 store had an exact-name index on symbols and a (path, blob) index on
+    notes; without them, exact and case-insensitive name lookups, the notes of a blob and
+    ``context`` answer as before, through the remaining indexes."""
+    root = make_repo("shop")
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "SCHEMA_VERSION", 6)
+        m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in range(2, 7)})
+        old = api.open_repo(root)
+        api.refresh(old)
+        with old.store.read() as conn:
+            assert {"symbols_name_exact", "notes_path"} <= {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+    lookups = {
+        "exact": "SELECT DISTINCT path FROM symbols WHERE name = ?1 COLLATE NOCASE "
+        "AND name = ?1 AND exported = 1 ORDER BY path",
+        "nocase": "SELECT DISTINCT path FROM symbols WHERE name = ?1 COLLATE NOCASE ORDER BY path",
+    }
+
+    def answers(repo: api.Repo) -> list[Any]:
+        with repo.store.read() as conn:
+            names = [r[0] for r in conn.execute("SELECT DISTINCT name FROM symbols ORDER BY 1")]
+            found = [
+                [tuple(r) for r in conn.execute(q, (n,))]
+                for n in names + [n.upper() for n in names]
+                for q in lookups.values()
+            ]
+            notes = [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT n.path, n.blob_sha, count(*) FROM notes n JOIN modules m "
+                    "ON m.path = n.path AND m.blob_sha = n.blob_sha "
+                    "JOIN note_items i ON i.note_id = n.id GROUP BY n.id ORDER BY n.path"
+                )
+            ]
+        served = api.get_context(repo, "Cart total tax", 800, source=None)
+        return [found, notes, [(i.path, i.start_line, i.text) for i in served.items]]
+
+    before = answers(old)
+    repo = api.open_repo(root)  # migrates
+    with repo.store.read() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        plans = [
+            " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q, ("x",)))
+            for q in lookups.values()
+        ]
+    assert "symbols_name_exact" not in indexes and "notes_path" not in indexes
+    assert all("USING INDEX symbols_name" in p for p in plans), plans  # no table scan
+    after = answers(repo)
+    assert after == before
+    assert any(after[0]) and after[1] and after[2]
+    assert repo.store.integrity_errors() == []
