@@ -20,6 +20,7 @@ def test_new_store_is_wal_and_tagged(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == store_mod.PAGE_SIZE
     assert [p.name for p in (tmp_path / ".sleepy").iterdir() if p.name.endswith(".tmp")] == []
 
 
