@@ -146,62 +146,65 @@ def refresh(
         if budget_tokens < 0:
             raise SleepyError(f"--budget-tokens must be >= 0 (0 = unlimited), got {budget_tokens}")
         limits = dataclasses.replace(limits, per_refresh_tokens=budget_tokens)
-    report = update_index(
-        repo.root,
-        repo.is_git,
-        repo.config,
-        repo.store,
-        progress=(lambda d, t: progress("index", d, t)) if progress else None,
-    )
-    changed = {c.path for c in report.changed}
-    recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
-    imported = import_mirrors(repo)  # notes committed with the code: no model call for them
-    force = report.affected
-    backends: list[Backend] = [StaticBackend()]
-    if model_backend is not None:
-        backends.append(model_backend)
-    notes: dict[str, Any] = {}
-    model: dict[str, Any] | None = None
-    plan: dict[str, Any] | None = None
-    for b in backends:
-        name: str = b.name
-        if dry_run and b.generated:
-            plan = _plan_json(
-                plan_notes(
-                    repo.root,
-                    repo.store,
-                    b,
-                    effort=effort,
-                    paths=only,
-                    deny=repo.config.scan.deny,
-                ),
-                limits,
-            )
-            continue
-        budget = Budget(repo.store, limits) if b.generated else None
-        sr = write_notes(
+    # one connection held open: each write's close leaves the WAL to the periodic
+    # checkpoints (see NoteStore.session)
+    with repo.store.session():
+        report = update_index(
             repo.root,
+            repo.is_git,
+            repo.config,
             repo.store,
-            b,
-            effort=effort,
-            paths=only,
-            force=force if name == "static" else (),
-            changed=report.changed,
-            progress=_phase(progress, f"notes:{name}"),
-            budget=budget,
-            deny=repo.config.scan.deny,
+            progress=(lambda d, t: progress("index", d, t)) if progress else None,
         )
-        notes[name] = {
-            "written": sr.written,
-            "reused": sr.reused,
-            "carried": sr.carried,
-            "failed": [{"path": p, "error": e} for p, e in sr.failed],
-            "dropped_citations": sr.dropped_citations,
-        }
-        if b.generated:
-            model = _model_json(b, sr)
-            if effort == "deep" and not sr.queued and not sr.batched:
-                model["overview"] = _overview(repo, b, budget)
+        changed = {c.path for c in report.changed}
+        recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
+        imported = import_mirrors(repo)  # notes committed with the code: no model call for them
+        force = report.affected
+        backends: list[Backend] = [StaticBackend()]
+        if model_backend is not None:
+            backends.append(model_backend)
+        notes: dict[str, Any] = {}
+        model: dict[str, Any] | None = None
+        plan: dict[str, Any] | None = None
+        for b in backends:
+            name: str = b.name
+            if dry_run and b.generated:
+                plan = _plan_json(
+                    plan_notes(
+                        repo.root,
+                        repo.store,
+                        b,
+                        effort=effort,
+                        paths=only,
+                        deny=repo.config.scan.deny,
+                    ),
+                    limits,
+                )
+                continue
+            budget = Budget(repo.store, limits) if b.generated else None
+            sr = write_notes(
+                repo.root,
+                repo.store,
+                b,
+                effort=effort,
+                paths=only,
+                force=force if name == "static" else (),
+                changed=report.changed,
+                progress=_phase(progress, f"notes:{name}"),
+                budget=budget,
+                deny=repo.config.scan.deny,
+            )
+            notes[name] = {
+                "written": sr.written,
+                "reused": sr.reused,
+                "carried": sr.carried,
+                "failed": [{"path": p, "error": e} for p, e in sr.failed],
+                "dropped_citations": sr.dropped_citations,
+            }
+            if b.generated:
+                model = _model_json(b, sr)
+                if effort == "deep" and not sr.queued and not sr.batched:
+                    model["overview"] = _overview(repo, b, budget)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),

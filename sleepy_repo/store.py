@@ -349,6 +349,15 @@ class NoteStore:
             conn.close()
 
     @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep the store open across many short operations (a refresh). When the last
+        connection to a WAL database closes, SQLite copies the whole log into the database,
+        syncs and deletes it; with one connection held open, a write's close leaves the log
+        to the periodic checkpoints, and the session's own close does it once at the end."""
+        with self.read():
+            yield
+
+    @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction (``BEGIN IMMEDIATE``); rolled back on error."""
         with self.read() as conn:

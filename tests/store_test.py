@@ -238,3 +238,25 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
     assert after == before
     assert any(after[0]) and after[1] and after[2]
     assert repo.store.integrity_errors() == []
+
+
+def test_a_session_leaves_the_log_to_periodic_checkpoints(tmp_path: Path) -> None:
+    """Without a connection left open, closing one copies the whole WAL into the database
+    and deletes it; in a session (a refresh's many batch writes) the log stays until the
+    session ends, and nothing written is lost either way."""
+    s = NoteStore(tmp_path / ".sleepy")
+    s.ensure()
+    wal = s.path.with_name(s.path.name + "-wal")
+    with s.write() as conn:
+        s.set_meta(conn, "before", 1)
+    assert not wal.exists()  # checkpointed and deleted at the close
+    with s.session():
+        for i in range(3):
+            with s.write() as conn:
+                s.set_meta(conn, f"in-{i}", i)
+        assert wal.exists() and wal.stat().st_size > 0
+        with s.read() as conn:
+            assert s.get_meta(conn, "in-2") == 2
+    assert not wal.exists()
+    with s.read() as conn:
+        assert [s.get_meta(conn, k) for k in ("before", "in-0", "in-1", "in-2")] == [1, 0, 1, 2]
