@@ -169,11 +169,11 @@ class BM25Paths(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         conn = self._sync(env.repo)
         terms = retrieve.query_terms(query)
-        ids = (
+        paths = (
             [
                 r[0]
                 for r in conn.execute(
-                    "SELECT rowid FROM files WHERE files MATCH ? "
+                    "SELECT key FROM files WHERE files MATCH ? "
                     "ORDER BY bm25(files, 2.0, 1.0) LIMIT 200",
                     (retrieve.fts_query(terms),),
                 )
@@ -181,8 +181,6 @@ class BM25Paths(_Simple):
             if terms
             else []
         )
-        by_id = {rowid: path for path, (rowid, _) in self._rows.items()}
-        paths = [by_id[i] for i in ids]
         ranking = retrieve.Ranking(files=[(p, 0.0) for p in paths], chunks=[], item_rank={})
         return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
@@ -193,7 +191,8 @@ class BM25Paths(_Simple):
             self.close()
             self._conn = sqlite3.connect(":memory:")
             self._conn.execute(
-                "CREATE VIRTUAL TABLE files USING fts5(path, body, tokenize='porter unicode61')"
+                "CREATE VIRTUAL TABLE files "
+                "USING fts5(path, body, key UNINDEXED, tokenize='porter unicode61')"
             )
             self._store = repo.store.path
         conn = self._conn
@@ -210,8 +209,8 @@ class BM25Paths(_Simple):
                     )
                 ]
                 rowid = conn.execute(
-                    "INSERT INTO files(path, body) VALUES (?, ?)",
-                    (path_words(path), file_body(texts)),
+                    "INSERT INTO files(path, body, key) VALUES (?, ?, ?)",
+                    (path_words(path), file_body(texts), path),
                 ).lastrowid
                 assert rowid is not None
                 self._rows[path] = (rowid, now[path])
