@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -352,6 +353,7 @@ def status(repo: Repo) -> dict[str, Any]:
             )
         }
         queue = _queue_json(conn)
+        failed_jobs = _failed_json(conn)
         sleeper = repo.store.get_meta(conn, "sleeper", None)
         payoff = _payoff_json(conn, repo.config.sleep.payoff_after_days)
     return {
@@ -376,7 +378,9 @@ def status(repo: Repo) -> dict[str, Any]:
         "notes_by_backend": by_backend,
         "queued": jobs.get("queued", 0),
         "failed": jobs.get("failed", 0),
+        "failed_jobs": failed_jobs,
         "batched": jobs.get("batched", 0),
+        "local_backend_off": _local_off(),
         "spent": {
             "calls": ledger[0],
             "input_tokens": ledger[1],
@@ -405,10 +409,29 @@ def status(repo: Repo) -> dict[str, Any]:
 QUEUE_SHOWN = 50
 
 
+def _failed_json(conn: Any) -> list[dict[str, Any]]:
+    """Model work that failed for good, most recent first, with why."""
+    rows = conn.execute(
+        "SELECT path, backend, error, crashes FROM jobs WHERE status = 'failed' "
+        "ORDER BY updated_at DESC, path LIMIT ?",
+        (QUEUE_SHOWN,),
+    ).fetchall()
+    return [
+        {"path": r["path"], "backend": r["backend"], "error": r["error"], "crashes": r["crashes"]}
+        for r in rows
+    ]
+
+
+def _local_off() -> str:
+    """Why the local backend is off in this process ("" if it is not, or never loaded)."""
+    local = sys.modules.get("sleepy_repo.models.local")
+    return str(local.disabled_reason()) if local is not None else ""
+
+
 def _queue_json(conn: Any) -> list[dict[str, Any]]:
     """Queued model work, in the order the sleeper takes it, with the planner's reasons."""
     rows = conn.execute(
-        "SELECT path, backend, reason, priority, status, error, reasons_json FROM jobs "
+        "SELECT path, backend, reason, priority, status, error, reasons_json, crashes FROM jobs "
         "WHERE status IN ('queued', 'batched') ORDER BY priority DESC, path LIMIT ?",
         (QUEUE_SHOWN,),
     ).fetchall()
@@ -427,6 +450,7 @@ def _queue_json(conn: Any) -> list[dict[str, Any]]:
                 "score": round(r["priority"], 4),
                 "reasons": reasons,
                 "last_error": r["error"],
+                "crashes": r["crashes"],
             }
         )
     return out

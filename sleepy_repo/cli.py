@@ -204,6 +204,10 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
             why = ", ".join(f"{k} {v:+.2f}" for k, v in q["reasons"].items() if v)
             error = f" [last error: {q['last_error']}]" if q["last_error"] else ""
             out.print(f"  {q['score']:6.2f}  {q['path']}  ({q['reason']}: {why}){error}")
+    for f in s["failed_jobs"][:10]:
+        out.print(f"  failed {f['path']} ({f['backend']}): {f['error']}")
+    if s["local_backend_off"]:
+        out.print(f"local backend: {s['local_backend_off']}")
     pay = s["payoff"]
     out.print(
         f"payoff: {pay['hits']} note hits, ~{pay['tokens_saved']:,} tokens saved; "

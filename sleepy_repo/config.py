@@ -157,6 +157,9 @@ class LocalConfig:
     seed: int = field(default=42, metadata={"min": 0})  # sampling seed, for repeatable notes
     part_tokens: int = 3000  # modules estimated above this are split along top-level symbols
     overview: bool = True  # send the repo overview (README head, top modules) with each call
+    # the model runs in a child process; one that sends nothing (no token, no heartbeat
+    # from prompt evaluation) for this long is killed and the module stays queued
+    stall_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@
     └── ModelError              a model backend failed for one module
         ├── ModelUnavailableError   the API stayed unreachable, overloaded or rate-limited
         │   │                       after the SDK's retries (the job stays queued)
-        │   └── ModelCancelledError generation was stopped on request between chunks (the
-        │                           developer came back); the job stays queued
+        │   ├── ModelCancelledError generation was stopped on request between chunks (the
+        │   │                       developer came back); the job stays queued
+        │   └── ModelCrashedError   the local model's process died or stalled; the job stays
+        │                           queued (three crashes on one module fail it)
         └── ModelOutputError        the model replied, but not with usable notes (the job
                                     fails; the call was billed and is in the ledger)
 
@@ -64,4 +66,8 @@ class ModelCancelledError(ModelUnavailableError):
 
 
 class ModelOutputError(ModelError):
+    pass
+
+
+class ModelCrashedError(ModelUnavailableError):
     pass

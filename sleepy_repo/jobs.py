@@ -17,6 +17,9 @@ Outcomes per module:
 * every claim failed grounding: retried once with a reminder, then failed;
 * ``ModelUnavailableError`` (retries exhausted, timeouts, garbled replies): the job stays
   queued with the error; three in a row stop the run;
+* ``ModelCrashedError`` (the local model's process died or stalled): likewise, and the
+  job's ``crashes`` count goes up; its third crash fails it, so a module that crashes the
+  model cannot keep the sleeper crashing forever;
 * ``ModelCancelledError`` (the backend's ``cancel_check`` fired): the job stays queued and
   the run stops at once;
 * ``ModelError`` / ``ModelOutputError``: the job fails with the error (billed calls are
@@ -42,6 +45,7 @@ from sleepy_repo.budget import Budget, Reservation
 from sleepy_repo.errors import (
     ConfigError,
     ModelCancelledError,
+    ModelCrashedError,
     ModelError,
     ModelOutputError,
     ModelUnavailableError,
@@ -53,6 +57,7 @@ from sleepy_repo.store import NoteStore
 log = logging.getLogger(__name__)
 
 MAX_UNAVAILABLE_IN_A_ROW = 3
+MAX_CRASHES = 3  # crashes of the local model's process on one module fail its job
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,17 @@ def _mark(store: NoteStore, backend: str, job: Job, status: str, error: str) -> 
             "WHERE path = ? AND blob_sha = ? AND backend = ?",
             (status, error[:2000], time.time(), job.path, job.blob, backend),
         )
+
+
+def _crashed(store: NoteStore, backend: str, job: Job) -> bool:
+    """Count one crash of the model's process on ``job``; True on its ``MAX_CRASHES``th."""
+    with store.write() as conn:
+        row = conn.execute(
+            "UPDATE jobs SET crashes = crashes + 1 "
+            "WHERE path = ? AND blob_sha = ? AND backend = ? RETURNING crashes",
+            (job.path, job.blob, backend),
+        ).fetchone()
+    return row is not None and row[0] >= MAX_CRASHES
 
 
 class _Named(Protocol):
@@ -176,6 +192,13 @@ class _Run:
             return None
         except ModelUnavailableError as exc:
             self._settle(res, job, exc.usage, "notes-failed")
+            if isinstance(exc, ModelCrashedError) and _crashed(self.store, name, job):
+                error = f"crashed the local model {MAX_CRASHES} times (last: {exc})"
+                _mark(self.store, name, job, "failed", error)
+                self.report.failed.append((job.path, error))
+                log.warning("notes for %s failed: %s", job.path, error)
+                self.unavailable_in_a_row += 1
+                return None
             _mark(self.store, name, job, "queued", str(exc))
             self.report.failed.append((job.path, str(exc)))
             self.unavailable_in_a_row += 1

@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -195,6 +195,9 @@ DROP TABLE files_fts
     # notes key's UNIQUE index already starts with (path, blob_sha)
     7: """DROP INDEX symbols_name_exact;
 DROP INDEX notes_path
+""",
+    # how often a module's job crashed the local model's process (three fail the job)
+    8: """ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0
 """,
 }
 

@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from sleepy_repo.config import LOCAL_MODEL_FILE, default_model_dir
+from sleepy_repo.models.llama_process import CRASH_LOG_ENV
+
 from helpers import CLI, EXE, load_builder
+
+MODEL = default_model_dir() / LOCAL_MODEL_FILE  # resolved at import, with the real HOME
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+def _missing(what: str) -> None:
+    reason = f"{what} (install with the README's test command, then python scripts/fetch_model.py)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the local model tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def llama_installed() -> None:
+    """llama-cpp-python is importable (else skipped, or failed under CI)."""
+    if not HAVE_LLAMA:
+        _missing("llama-cpp-python is not installed")
+
+
+@pytest.fixture(scope="session")
+def model(llama_installed: None) -> Path:
+    """The fetched test model (Qwen2.5-Coder-0.5B Q4)."""
+    if not MODEL.is_file():
+        _missing(f"the test model is not at {MODEL}")
+    return MODEL
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _crash_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every crash or stall of a local model process, in any process the tests start, is
+    appended here (``SLEEPY_REPO_CRASH_LOG``): see ``_no_unexpected_crash``."""
+    path = tmp_path_factory.mktemp("crashes") / "crashes.log"
+    path.touch()
+    old = os.environ.get(CRASH_LOG_ENV)
+    os.environ[CRASH_LOG_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(CRASH_LOG_ENV, None)
+    else:
+        os.environ[CRASH_LOG_ENV] = old
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_crash(request: pytest.FixtureRequest, _crash_log: Path) -> Iterator[None]:
+    """A test fails if a local model process died of a signal or stalled during it, unless
+    it is marked ``model_crash`` (it kills one on purpose)."""
+    before = _crash_log.stat().st_size
+    yield
+    with _crash_log.open(encoding="utf-8") as fh:
+        fh.seek(before)
+        new = fh.read().strip()
+    if new and request.node.get_closest_marker("model_crash") is None:
+        pytest.fail(f"a local model process crashed during this test:\n{new}")
 
 
 @pytest.fixture(autouse=True)

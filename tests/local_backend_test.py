@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from sleepy_repo.config import LOCAL_MODEL_FILE, Config, LocalConfig, default_model_dir
+from sleepy_repo.config import LOCAL_MODEL_FILE, Config, LocalConfig
 from sleepy_repo.errors import ConfigError, ModelCancelledError, ModelOutputError
 from sleepy_repo.models import get_backend, ready
 from sleepy_repo.models.base import NoteRequest
@@ -37,31 +37,9 @@ from sleepy_repo.parse import parse_module
 
 from helpers import CLI, ROOT
 
-MODEL = default_model_dir() / LOCAL_MODEL_FILE  # resolved now, with the real HOME
-HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 TAX = ROOT / "fixtures" / "repos" / "shop" / "tree" / "shop" / "tax.py"
 N_CTX = 4096
 MAX_TOKENS = 320
-
-
-def _missing(what: str) -> None:
-    reason = f"{what} (install with pip install '.[local]' && python scripts/fetch_model.py)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the local model tests: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def llama_installed() -> None:
-    if not HAVE_LLAMA:
-        _missing("llama-cpp-python is not installed")
-
-
-@pytest.fixture(scope="session")
-def model(llama_installed: None) -> Path:
-    if not MODEL.is_file():
-        _missing(f"the test model is not at {MODEL}")
-    return MODEL
 
 
 def local_config(model: Path, **settings: Any) -> Config:
@@ -300,7 +278,8 @@ def test_a_missing_llama_cpp_is_a_clear_config_error(monkeypatch: pytest.MonkeyP
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_llama)
-    with pytest.raises(ConfigError, match=r"pip install 'sleepy-repo\[local\]'"):
+    hint = r"GGML_NATIVE=OFF' pip install --no-cache-dir 'sleepy-repo\[local\]'"
+    with pytest.raises(ConfigError, match=hint):
         ready(LocalBackend(Config()))
 
 

@@ -16,30 +16,34 @@ machine; a call costs time, not money.
   the module's real symbol names (and ``<module>``): the model cannot cite a symbol that
   does not exist. The reply is still validated (``anthropic.parse_reply``) and grounded like
   any other backend's; a garbled or cut-off reply raises ``ModelOutputError``.
+* The model runs in a child process (``sleepy_repo.models.llama_process``), loaded once and
+  kept between modules (``concurrency = 1``), so llama.cpp reuses the evaluated prompt prefix
+  (the system block) from one module to the next. A native crash, a stall (no token and no
+  heartbeat for ``[local] stall_seconds``) or an out-of-memory kill raises
+  ``ModelCrashedError`` (the job stays queued; ``jobs`` fails a module after three crashes);
+  the next call starts a new child. Three crashes in a row disable the backend in this
+  process (``disabled_reason``) until it restarts. A build with code paths known to crash
+  (AMX, see ``llama_process.UNSAFE_FLAGS``) is refused with the command that rebuilds it.
 * Usage: prompt and completion tokens counted with the model's own tokenizer go to the
-  ledger with a cost of 0. The model stays loaded between modules (``concurrency = 1``: one
-  llama context is not thread-safe), and llama.cpp reuses the evaluated prompt prefix (the
-  system block) from one module to the next.
-* Cancelling: generation streams (``stream=True``). Before a call and between chunks the
-  backend calls ``cancel_check`` (an attribute, ``Callable[[], bool] | None``; for example
-  ``threading.Event().is_set``); when it returns True, generation stops and
+  ledger with a cost of 0.
+* Cancelling: generation streams (``stream=True``). Before a call, while waiting and between
+  chunks the backend calls ``cancel_check`` (an attribute, ``Callable[[], bool] | None``; for
+  example ``threading.Event().is_set``); when it returns True, generation stops and
   ``ModelCancelledError`` (a ``ModelUnavailableError``: the job stays queued) is raised. The
-  same check is installed as llama.cpp's abort callback, so a long prompt evaluation stops
-  too: a cancel takes effect within one decoding step (well under a second here). Set it
-  on the backend, or pass ``cancel_check=`` to the constructor.
+  child's llama.cpp abort callback sees the cancel too, so a long prompt evaluation stops
+  within one decoding step. Set it on the backend, or pass ``cancel_check=`` to the
+  constructor. ``llama_factory`` (tests' stand-ins) runs a fake model in this process instead.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import io
 import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,24 +59,31 @@ from sleepy_repo.config import (
 from sleepy_repo.errors import (
     ConfigError,
     ModelCancelledError,
+    ModelCrashedError,
     ModelError,
     ModelOutputError,
     ModelUnavailableError,
 )
 from sleepy_repo.models.anthropic import TOOL_NAME, AnthropicBackend, merge_parts, parse_reply
 from sleepy_repo.models.base import Estimate, NoteRequest
+from sleepy_repo.models.llama_process import PORTABLE_BUILD, LlamaProcess, unsafe_build
 from sleepy_repo.notes import MODULE, DraftItem, NoteDraft, Usage
 from sleepy_repo.parse.facts import ModuleFacts
 from sleepy_repo.prompt_files import load_prompt
 from sleepy_repo.tokens import count_tokens
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"  # bump when notes_schema changes: it is part of the note key
 MAX_TEXT_CHARS = 600  # one claim; longer texts are cut (not rejected)
 MAX_QUESTION_CHARS = 200
 MAX_CITES = 3
 MAX_ENUM = 400  # symbols offered for citation (the Anthropic prompt lists as many)
-ABORT_POLL_SECONDS = 0.05  # how often llama.cpp's abort callback asks cancel_check
-INSTALL_HINT = "pip install 'sleepy-repo[local]' (llama-cpp-python builds from source, ~4 min)"
+MAX_CRASHES_IN_A_ROW = 3  # then the backend is off until the process restarts
+INSTALL_HINT = (
+    "CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --no-cache-dir 'sleepy-repo[local]' (builds "
+    "llama.cpp from source in a few minutes; the flag makes a build that runs on any x86-64 CPU)"
+)
 FETCH_HINT = "python scripts/fetch_model.py"
 
 # what each effort asks for: (min, max) entries; None = not asked
@@ -180,6 +191,16 @@ def check_model_file(path: Path) -> None:
         )
 
 
+_DISABLED: dict[str, str] = {}  # model path -> why the backend is off in this process
+
+
+def disabled_reason(model_path: Path | None = None) -> str:
+    """Why the local backend is off in this process (for ``model_path``, or any), or ""."""
+    if model_path is None:
+        return next(iter(_DISABLED.values()), "")
+    return _DISABLED.get(str(model_path), "")
+
+
 def _import_llama() -> Any:
     try:
         import llama_cpp
@@ -189,6 +210,13 @@ def _import_llama() -> Any:
         ) from None
     except OSError as exc:  # the package is there but its shared library is not loadable
         raise ConfigError(f"llama-cpp-python is installed but cannot load: {exc}") from None
+    system = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    bad = unsafe_build(system)
+    if bad:
+        raise ConfigError(
+            f"this llama-cpp-python was built with {', '.join(bad)} on, whose code crashes on "
+            f"this CPU with the local model; rebuild it portable: {PORTABLE_BUILD}"
+        )
     return llama_cpp
 
 
@@ -227,9 +255,7 @@ class LocalBackend:
         self._llama_factory = llama_factory
         self._llm: Any = None
         self._lock = threading.Lock()
-        self._abort_cb: Any = None  # keeps the ctypes callback alive while installed
-        self._abort_checked = 0.0  # monotonic time of the abort callback's last check
-        self._abort_state = False
+        self._crashes_in_a_row = 0
 
     # -- setup -------------------------------------------------------------------------
     def ready(self) -> None:
@@ -240,40 +266,51 @@ class LocalBackend:
         check_model_file(self.model_path)
 
     def llama(self) -> Any:
-        """The loaded model (loaded on first use, then kept)."""
+        """The loaded model (loaded on first use, then kept; a child process that died is
+        started again)."""
         with self._lock:
+            reason = disabled_reason(self.model_path)
+            if reason:
+                raise ConfigError(reason)
+            if self._llm is not None and not getattr(self._llm, "alive", True):
+                self._llm = None
             if self._llm is None:
                 self.ready()
-                factory = self._llama_factory or _import_llama().Llama
-                threads = self.settings.n_threads or os.cpu_count() or 1
-                # verbose=False would point file descriptors 1 and 2 at /dev/null while the
-                # model loads, process-wide: a language server's or MCP server's stdout
-                # messages from other threads would be lost. So load verbosely with Python's
-                # sys.stderr captured (stdout untouched), then silence llama-cpp-python.
-                log = io.StringIO()
                 try:
-                    with contextlib.redirect_stderr(log):
-                        llm = factory(
-                            model_path=str(self.model_path),
-                            n_ctx=self.settings.n_ctx,
-                            n_threads=threads,
-                            n_threads_batch=threads,
-                            n_batch=self.settings.n_batch,
-                            seed=self.settings.seed,
-                            verbose=True,
-                        )
-                except (ValueError, RuntimeError, OSError) as exc:
-                    tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
-                    raise ConfigError(
-                        f"llama.cpp cannot load {self.model_path}: {exc}; check [local] "
-                        "model_path (a GGUF model) and n_ctx" + (f" (log: {tail})" if tail else "")
-                    ) from None
-                finally:
-                    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-                llm.verbose = False  # no per-call timings or cache messages on stderr
-                self._llm = llm
-                self._install_abort(self._llm)
+                    self._llm = self._load()
+                except ModelCrashedError as exc:
+                    self._crashed(exc)
+                    raise
             return self._llm
+
+    def _load(self) -> Any:
+        threads = self.settings.n_threads or os.cpu_count() or 1
+        load = {
+            "model_path": str(self.model_path),
+            "n_ctx": self.settings.n_ctx,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "n_batch": self.settings.n_batch,
+            "seed": self.settings.seed,
+            "verbose": True,
+        }
+        if self._llama_factory is None:
+            return LlamaProcess(
+                load, stall_seconds=self.settings.stall_seconds, cancel_check=self._cancelled
+            )
+        # a stand-in in this process (tests): load it with Python's stderr captured
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(log):
+                llm = self._llama_factory(**load)
+        except (ValueError, RuntimeError, OSError) as exc:
+            tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
+            raise ConfigError(
+                f"llama.cpp cannot load {self.model_path}: {exc}; check [local] "
+                "model_path (a GGUF model) and n_ctx" + (f" (log: {tail})" if tail else "")
+            ) from None
+        llm.verbose = False
+        return llm
 
     def close(self) -> None:
         """Free the model (it is loaded again on the next call)."""
@@ -286,36 +323,15 @@ class LocalBackend:
         check = self.cancel_check
         return bool(check is not None and check())
 
-    def _install_abort(self, llm: Any) -> None:
-        """Let llama.cpp poll ``cancel_check`` during a decode (prompt evaluation included),
-        so a long prompt does not delay a cancel. Best effort: without the low-level API
-        the check still runs between chunks."""
-        ctx = getattr(getattr(llm, "_ctx", None), "ctx", None)
-        if ctx is None:
-            return
-        try:
-            import llama_cpp
-
-            setter = llama_cpp.llama_set_abort_callback
-            cb_type = llama_cpp.ggml_abort_callback
-        except (ImportError, AttributeError):
-            return
-
-        def abort(_data: Any) -> bool:
-            # llama.cpp asks between graph nodes, very often: ask cancel_check (which may
-            # read the store) at most every ABORT_POLL_SECONDS
-            now = time.monotonic()
-            if now - self._abort_checked < ABORT_POLL_SECONDS:
-                return self._abort_state
-            self._abort_checked = now
-            try:
-                self._abort_state = self._cancelled()
-            except Exception:  # a failing check must not crash llama.cpp's thread
-                self._abort_state = False
-            return self._abort_state
-
-        self._abort_cb = cb_type(abort)
-        setter(ctx, self._abort_cb, ctypes.c_void_p(0))
+    def _crashed(self, exc: ModelCrashedError) -> None:
+        """Count a crash of the model's process; the third in a row disables the backend."""
+        self._crashes_in_a_row += 1
+        log.warning("%s", exc)
+        if self._crashes_in_a_row >= MAX_CRASHES_IN_A_ROW:
+            _DISABLED[str(self.model_path)] = (
+                f"the local backend is off until sleepy-repo restarts: its model process "
+                f"failed {self._crashes_in_a_row} times in a row (last: {exc})"
+            )
 
     # -- requests ----------------------------------------------------------------------
     def _prepared(self, request: NoteRequest) -> NoteRequest:
@@ -375,7 +391,6 @@ class LocalBackend:
         with self._lock:
             pieces: list[str] = []
             finish: str | None = None
-            self._abort_checked, self._abort_state = 0.0, False
             try:
                 stream = llm.create_chat_completion(
                     messages=chat,
@@ -397,6 +412,9 @@ class LocalBackend:
                     if content:
                         pieces.append(content)
                     finish = choice.get("finish_reason") or finish
+            except ModelCrashedError as exc:
+                self._crashed(exc)
+                raise ModelCrashedError(str(exc), usage=billed) from None
             except ModelError:
                 raise
             except ValueError as exc:  # e.g. "Requested tokens (n) exceed context window"
@@ -406,13 +424,14 @@ class LocalBackend:
                     usage=billed,
                 ) from None
             except RuntimeError as exc:  # llama_decode failed, or the abort callback fired
-                if self._abort_state or self._cancelled():
+                if self._cancelled():
                     usage = self._usage(llm, chat, pieces)
                     raise ModelCancelledError(
                         f"cancelled during a decode, after {usage.output_tokens} generated tokens",
                         usage=(*billed, usage),
                     ) from None
                 raise ModelUnavailableError(f"llama.cpp failed: {exc}", usage=billed) from None
+            self._crashes_in_a_row = 0
             return "".join(pieces), finish, self._usage(llm, chat, pieces)
 
     def _usage(self, llm: Any, chat: list[dict[str, str]], pieces: list[str]) -> Usage:
@@ -439,6 +458,9 @@ def _chunks(stream: Any) -> Iterator[dict[str, Any]]:
 
 
 def _token_count(llm: Any, text: str) -> int:
+    count = getattr(llm, "count_tokens", None)
+    if count is not None:
+        return int(count(text))
     tokenize = getattr(llm, "tokenize", None)
     if tokenize is None:
         return count_tokens(text)
