@@ -35,7 +35,7 @@ from sleepy_repo.models.local import (
 from sleepy_repo.notes import MODULE
 from sleepy_repo.parse import parse_module
 
-from helpers import CLI, ROOT
+from helpers import CLI, ROOT, trusted_config
 
 MODEL = default_model_dir() / LOCAL_MODEL_FILE  # resolved now, with the real HOME
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -85,10 +85,11 @@ def tax_request() -> NoteRequest:
 
 def configure(repo: Path, model: Path, effort: str = "brief") -> None:
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text(
+    trusted_config(
+        repo,
         f'[notes]\nbackend = "local"\neffort = "{effort}"\n'
         f"[local]\nmodel_path = {json.dumps(str(model))}\nn_ctx = {N_CTX}\n"
-        f"max_tokens = {MAX_TOKENS}\n"
+        f"max_tokens = {MAX_TOKENS}\n",
     )
 
 
