@@ -481,7 +481,8 @@ def _check_store(root: Path, config: Config, source: Path) -> None:
     except OSError:
         children = []
     for child in children:
-        if child.is_symlink():
+        # the mirror (.sleepy/notes) is checked where it is written; the config is only read
+        if child.name not in ("notes", CONFIG_FILE) and child.is_symlink():
             escape = outside(root, child)
             if escape is not None:
                 raise ConfigError(

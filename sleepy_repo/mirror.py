@@ -43,7 +43,7 @@ from typing import Any
 
 from sleepy_repo.config import CONFIG_DIR
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey, source_lines, span_sha
-from sleepy_repo.safepath import check_inside
+from sleepy_repo.safepath import check_inside, outside
 from sleepy_repo.scan import blob_sha
 from sleepy_repo.store import NoteStore
 
@@ -423,6 +423,10 @@ def import_mirrors(root: Path, store: NoteStore, paths: Iterable[str] | None = N
     """
     top = notes_dir(root)
     if not top.is_dir():
+        return 0
+    escape = outside(root, top)
+    if escape is not None:
+        log.warning("not importing notes: %s leads out of the repository, to %s", top, escape)
         return 0
     with store.read() as conn:
         modules = {
