@@ -493,6 +493,10 @@ def _check_store(root: Path, config: Config, source: Path) -> None:
 
 DEFAULT_CONFIG_TOML = """\
 # sleepy-repo configuration. Every key is optional; these are the defaults.
+# A repository's config is honoured in full only once trusted (`sleepy-repo trust`; `init`
+# trusts the file it writes, and any edit needs trust again); until then only [retrieve]
+# budget, [notes] effort/commit, additions to [scan] exclude/deny and a lower max_file_bytes
+# apply. Your own config (every key): ~/.config/sleepy-repo/config.toml.
 
 [notes]
 # static (no model) | anthropic | local. A key in the environment never switches a model on.

@@ -147,7 +147,7 @@ def narrow_backend(requested: str | None, configured: str) -> tuple[str | None, 
         return requested, None
     return None, (
         f"backend {requested!r} from editor settings is ignored: editor settings may only "
-        f"turn the model off (\"static\"); the configured backend is {configured!r}. Choose a "
+        f'turn the model off ("static"); the configured backend is {configured!r}. Choose a '
         f"model backend in {user_config_path()} (or `sleepy-repo trust` the repository's "
         ".sleepy/config.toml)"
     )

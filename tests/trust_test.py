@@ -263,3 +263,18 @@ def test_nothing_is_written_through_a_symlink_out_of_the_repo(
         assert list(target.iterdir()) == []
     else:
         assert target.read_text() == "precious\n"
+
+
+def test_the_record_and_user_config_follow_xdg(tmp_path: Path) -> None:
+    from sleepy_repo.config import user_config_path
+
+    home = Path(os.environ["HOME"])
+    assert user_config_path() == home / ".config" / "sleepy-repo" / "config.toml"
+    assert trust.trust_path() == home / ".local" / "share" / "sleepy-repo" / "trusted.json"
+    trust.trust_path().parent.mkdir(parents=True, exist_ok=True)
+    trust.trust_path().write_text("{not json")  # a damaged record trusts nothing ...
+    assert not trust.is_trusted(tmp_path, b"x")
+    trust.trust(tmp_path, b"x")  # ... and trusting again rewrites it
+    assert trust.is_trusted(tmp_path, b"x") and not trust.is_trusted(tmp_path, b"y")
+    assert json.loads(trust.trust_path().read_text())["version"] == 1
+    assert list(trust.trust_path().parent.glob(".trusted-*")) == []
