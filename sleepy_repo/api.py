@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sleepy_repo import activity, mirror
+from sleepy_repo import trust as trust_record
 from sleepy_repo.ask import answer as answer_question
 from sleepy_repo.budget import Budget, spent_today
 from sleepy_repo.config import (
@@ -27,8 +28,11 @@ from sleepy_repo.config import (
     CONFIG_FILE,
     BudgetConfig,
     Config,
+    LoadedConfig,
     default_config_toml,
-    load_config,
+    load,
+    repo_config_path,
+    user_config_path,
 )
 from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
 from sleepy_repo.index import update_index
@@ -44,6 +48,7 @@ from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import Context, context
 from sleepy_repo.retrieve import log_context_hit as log_hit_of_context
+from sleepy_repo.safepath import check_inside
 from sleepy_repo.scan import find_root
 from sleepy_repo.scheduler import LOCK_NAME
 from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
@@ -61,6 +66,7 @@ class Repo:
     is_git: bool
     config: Config
     store: NoteStore
+    layers: LoadedConfig | None = None  # where the config came from (None: built in code)
 
     def relpath(self, path: str | Path) -> str:
         """A user-given path (absolute, or relative to the cwd) as a repo-relative path."""
@@ -76,10 +82,10 @@ class Repo:
 
 def open_repo(path: Path | str | None = None) -> Repo:
     root, is_git = find_root(Path(path) if path is not None else Path.cwd())
-    config = load_config(root)
-    store = NoteStore(config.store_dir(root))
+    layers = load(root)
+    store = NoteStore(layers.config.store_dir(root))
     store.ensure()
-    return Repo(root=root, is_git=is_git, config=config, store=store)
+    return Repo(root=root, is_git=is_git, config=layers.config, store=store, layers=layers)
 
 
 # -- init ----------------------------------------------------------------------------------
@@ -87,19 +93,24 @@ def init(path: Path | str | None = None, *, rebuild: bool = False) -> dict[str, 
     root, is_git = find_root(Path(path) if path is not None else Path.cwd())
     config_path = root / CONFIG_DIR / CONFIG_FILE
     created = []
-    if not config_path.exists():
+    if not config_path.exists() and not config_path.is_symlink():
+        check_inside(root, config_path, "the config file")
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(default_config_toml(), encoding="utf-8")
+        text = default_config_toml()
+        config_path.write_text(text, encoding="utf-8")
         created.append(str(config_path))
+        # the user ran init, so the file it wrote is theirs: trusted (edits need trust again)
+        trust_record.trust(root, text.encode("utf-8"))
     if is_git:
         gitignore = root / ".gitignore"
+        check_inside(root, gitignore, ".gitignore")
         line = f"{CONFIG_DIR}/index.db*"
         existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
         if line not in existing.splitlines():
             sep = "" if not existing or existing.endswith("\n") else "\n"
             gitignore.write_text(existing + sep + line + "\n", encoding="utf-8")
             created.append(f"{gitignore} (+{line})")
-    config = load_config(root)
+    config = load(root).config
     store = NoteStore(config.store_dir(root))
     moved = None
     if rebuild:
@@ -114,6 +125,40 @@ def init(path: Path | str | None = None, *, rebuild: bool = False) -> dict[str, 
         "written": created,
         "moved_aside": str(moved) if moved else None,
     }
+
+
+# -- trust ---------------------------------------------------------------------------------
+def trust(path: Path | str | None = None, *, revoke: bool = False) -> dict[str, Any]:
+    """Trust the repository's ``.sleepy/config.toml`` as it is now (every key honoured until
+    the file changes), or with ``revoke`` forget that trust."""
+    root, _ = find_root(Path(path) if path is not None else Path.cwd())
+    config_path = repo_config_path(root)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "repo": str(root),
+        "config": str(config_path),
+        "record": str(trust_record.trust_path()),
+    }
+    if revoke:
+        result["revoked"] = trust_record.revoke(root)
+        result["trusted"] = False
+        return result
+    try:
+        data = config_path.read_bytes()
+    except FileNotFoundError:
+        raise RepoError(f"{root} has no {CONFIG_DIR}/{CONFIG_FILE} to trust") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read: {exc}") from None
+    trust_record.trust(root, data)
+    try:
+        layers = load(root)  # validates the file and the store path it chooses
+    except SleepyError:
+        trust_record.revoke(root)
+        raise
+    result["trusted"] = layers.trusted
+    result["sha256"] = trust_record.digest(data)
+    result["user_config"] = str(user_config_path())
+    return result
 
 
 # -- refresh -------------------------------------------------------------------------------
@@ -400,6 +445,7 @@ def status(repo: Repo) -> dict[str, Any]:
         },
         "skipped": skipped,
         "warnings": (last or {}).get("warnings", []),
+        "config": _config_json(repo),
         "sleeper": _sleeper_json(repo, sleeper),
         "queue": queue,
         "payoff": payoff,
@@ -426,6 +472,16 @@ def _local_off() -> str:
     """Why the local backend is off in this process ("" if it is not, or never loaded)."""
     local = sys.modules.get("sleepy_repo.models.local")
     return str(local.disabled_reason()) if local is not None else ""
+
+
+def _config_json(repo: Repo) -> dict[str, Any]:
+    layers = repo.layers
+    return {
+        "user_file": str(layers.user_file) if layers and layers.user_file else None,
+        "repo_file": str(layers.repo_file) if layers and layers.repo_file else None,
+        "trusted": bool(layers and layers.trusted),
+        "ignored": list(layers.ignored) if layers else [],
+    }
 
 
 def _queue_json(conn: Any) -> list[dict[str, Any]]:
@@ -819,6 +875,8 @@ def pre_commit(repo: Repo, files: Iterable[str], *, all_files: bool = False) -> 
     ``[notes] commit = true``, their markdown mirror in ``.sleepy/notes/``, staged."""
     if not repo.is_git:
         raise RepoError(f"{repo.root} is not a git repository: the pre-commit hook needs one")
+    if repo.config.notes.commit:
+        check_inside(repo.root, mirror.notes_dir(repo.root), "the notes mirror directory")
     warnings: list[str] = []
     paths = _hook_paths(repo, files, warnings)
     report = run_pre_commit(repo.root, repo.config, repo.store, paths, all_files=all_files)

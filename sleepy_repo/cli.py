@@ -75,6 +75,21 @@ def cmd_init(repo: str | None, rebuild: bool, as_json: bool) -> int:
     return 0
 
 
+def cmd_trust(repo: str | None, revoke: bool, as_json: bool) -> int:
+    result = api.trust(repo, revoke=revoke)
+    if as_json:
+        _print_json(result)
+    elif revoke:
+        what = "no longer trusted" if result["revoked"] else "was not trusted"
+        out.print(f"{result['config']}: {what}")
+    else:
+        out.print(
+            f"trusted {result['config']} (sha256 {result['sha256'][:12]}): every key is "
+            "honoured until the file changes; `sleepy-repo trust --revoke` undoes this"
+        )
+    return 0
+
+
 def cmd_refresh(
     repo: str | None,
     paths: list[str],
@@ -168,6 +183,11 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
     where = f"git, {git_state}" if s["git"]["is_git"] else "not git"
     m = s["modules"]
     out.print(f"repo {s['repo']} ({where})")
+    c = s["config"]
+    if c["repo_file"]:
+        trusted = "trusted" if c["trusted"] else "not trusted (`sleepy-repo trust` to trust it)"
+        ignored = f"; ignored: {', '.join(c['ignored'])}" if c["ignored"] else ""
+        out.print(f"config: {c['repo_file']} {trusted}{ignored}")
     out.print(
         f"modules: {m['indexed']} indexed, {m['skipped']} skipped; notes ({s['backend']}): "
         f"{m['fresh']} fresh, {m['stale']} stale, {m['missing']} missing"
@@ -404,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="move a corrupt or foreign index.db aside and build a new one",
     )
 
+    p = command(
+        "trust",
+        "honour every key of this repository's .sleepy/config.toml (until the file changes)",
+    )
+    p.add_argument("--revoke", action="store_true", help="stop trusting the repository's config")
+
     p = command("refresh", "index changed files and write missing notes now")
     p.add_argument("paths", nargs="*", help="only these files (default: all)")
     p.add_argument("--backend", choices=BACKENDS, help="notes backend (default: from config)")
@@ -493,6 +519,7 @@ def dispatch(args: argparse.Namespace) -> int:
             args.dry_run,
         ),
         "status": lambda: cmd_status(args.repo, args.json),
+        "trust": lambda: cmd_trust(args.repo, args.revoke, args.json),
         "notes": lambda: cmd_notes(args.repo, args.path, args.json),
         "context": lambda: cmd_context(args.repo, args.question, args.budget, args.json),
         "gc": lambda: cmd_gc(args.repo, args.json),

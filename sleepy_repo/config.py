@@ -1,4 +1,7 @@
-"""Configuration: ``<repo>/.sleepy/config.toml``, with defaults for every value.
+"""Configuration, in layers: the defaults < the user's ``~/.config/sleepy-repo/config.toml``
+< the repository's ``<repo>/.sleepy/config.toml`` < CLI flags. A repository is untrusted
+input: its config may set only the harmless ``REPO_KEYS`` unless the user trusted the file
+(``sleepy-repo trust``, see ``sleepy_repo.trust``); other keys are ignored with a warning.
 
 Unknown keys and wrong types are errors that name the file, the key and what is expected,
 so a typo never silently falls back to a default.
@@ -6,6 +9,7 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -13,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from sleepy_repo.errors import ConfigError
+from sleepy_repo.safepath import outside
+from sleepy_repo.trust import digest, is_trusted
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = ".sleepy"
 CONFIG_FILE = "config.toml"
@@ -249,22 +257,6 @@ def _coerce(
     return value
 
 
-def _section(source: Path, name: str, cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(
-                f"{source}: unknown key [{name}] {key!r}; known keys: {', '.join(sorted(known))}"
-            )
-        minimum = next(f.metadata.get("min", 1) for f in fields(cls) if f.name == key)
-        values[key] = _coerce(source, name, key, value, getattr(defaults, key), minimum)
-    return cls(**values)
-
-
 def _prices(where: str, value: Any, default: dict[str, dict[str, float]]) -> Any:
     """``[anthropic.prices.<model>]`` tables, merged over the built-in prices."""
     if not isinstance(value, dict):
@@ -292,46 +284,222 @@ def _prices(where: str, value: Any, default: dict[str, dict[str, float]]) -> Any
     return merged
 
 
-def parse_config(text: str, source: Path) -> Config:
+def _layer_data(text: str, source: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    sections: dict[str, Any] = {}
+
+
+# What a repository's own (untrusted) config may set: (section, key) -> how it combines
+# with the value below it. "set" replaces; "add" appends list entries (never removes one);
+# "lower" only lowers a number; "static" only turns the model backend off.
+REPO_KEYS: dict[tuple[str, str], str] = {
+    ("retrieve", "budget"): "set",
+    ("notes", "effort"): "set",
+    ("notes", "commit"): "set",
+    ("notes", "backend"): "static",
+    ("scan", "exclude"): "add",
+    ("scan", "deny"): "add",
+    ("scan", "max_file_bytes"): "lower",
+}
+
+
+def _apply(
+    merged: dict[str, dict[str, Any]],
+    data: dict[str, Any],
+    source: Path,
+    *,
+    limited: bool = False,
+    ignored: list[str] | None = None,
+) -> None:
+    """Validate one layer and apply it over ``merged``. ``limited`` (an untrusted repository
+    config) applies only ``REPO_KEYS``; every other key that would change a value is
+    appended to ``ignored`` as ``"[section] key"``."""
     for name, raw in data.items():
         if name not in _SECTIONS:
             raise ConfigError(
                 f"{source}: unknown section [{name}]; known sections: {', '.join(_SECTIONS)}"
             )
-        sections[name] = _section(source, name, _SECTIONS[name], raw)
-    config = Config(**sections)
-    if config.notes.backend not in BACKENDS:
+        cls = _SECTIONS[name]
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        known = {f.name: f for f in fields(cls)}
+        defaults = cls()
+        current = merged.setdefault(name, {})
+        for key, value in raw.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{source}: unknown key [{name}] {key!r}; "
+                    f"known keys: {', '.join(sorted(known))}"
+                )
+            base = current.get(key, getattr(defaults, key))
+            minimum = known[key].metadata.get("min", 1)
+            new = _coerce(source, name, key, value, base, minimum)
+            _check_choice(source, name, key, new)
+            rule = REPO_KEYS.get((name, key)) if limited else "set"
+            if rule == "add":
+                new = base + tuple(p for p in new if p not in base)
+            elif (
+                (rule == "lower" and new > base)
+                or (rule == "static" and new != "static")
+                or rule is None
+            ):
+                if new != base and ignored is not None:
+                    ignored.append(f"[{name}] {key}")
+                continue
+            current[key] = new
+
+
+def _check_choice(source: Path, section: str, key: str, value: Any) -> None:
+    choices = {("notes", "backend"): BACKENDS, ("notes", "effort"): EFFORTS}.get((section, key))
+    if choices is not None and value not in choices:
         raise ConfigError(
-            f"{source}: [notes] backend must be one of {', '.join(BACKENDS)}, "
-            f"got {config.notes.backend!r}"
+            f"{source}: [{section}] {key} must be one of {', '.join(choices)}, got {value!r}"
         )
-    if config.notes.effort not in EFFORTS:
-        raise ConfigError(
-            f"{source}: [notes] effort must be one of {', '.join(EFFORTS)}, "
-            f"got {config.notes.effort!r}"
-        )
-    return config
+
+
+def _build(merged: dict[str, dict[str, Any]]) -> Config:
+    return Config(**{name: _SECTIONS[name](**values) for name, values in merged.items()})
+
+
+def parse_config(text: str, source: Path) -> Config:
+    """One config file with every key honoured, over the defaults."""
+    merged: dict[str, dict[str, Any]] = {}
+    _apply(merged, _layer_data(text, source), source)
+    return _build(merged)
+
+
+def user_config_path() -> Path:
+    """The user's own config: ``$XDG_CONFIG_HOME/sleepy-repo/config.toml`` (default
+    ``~/.config/sleepy-repo/config.toml``); every key is honoured there."""
+    env = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    base = Path(env) if env and Path(env).is_absolute() else Path.home() / ".config"
+    return base / "sleepy-repo" / CONFIG_FILE
+
+
+def repo_config_path(root: Path) -> Path:
+    return root / CONFIG_DIR / CONFIG_FILE
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def _text(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The merged config of a repository, and where its layers came from."""
+
+    config: Config
+    user_file: Path | None  # the user's config, when there is one
+    repo_file: Path | None  # the repository's config, when there is one
+    trusted: bool  # the repository's config is trusted (every key honoured)
+    ignored: tuple[str, ...]  # "[section] key" of the repository's config, not honoured
+
+
+def load(root: Path) -> LoadedConfig:
+    """defaults < the user's config < the repository's config (``REPO_KEYS`` only, unless
+    the user trusted the file with ``sleepy-repo trust``). CLI flags go over this."""
+    merged: dict[str, dict[str, Any]] = {}
+    user_path = user_config_path()
+    user_data = _read(user_path)
+    if user_data is not None:
+        _apply(merged, _layer_data(_text(user_data, user_path), user_path), user_path)
+    store_from_user = "path" in merged.get("store", {})
+    repo_path = repo_config_path(root)
+    repo_data = _read(repo_path)
+    trusted = False
+    ignored: list[str] = []
+    if repo_data is not None:
+        trusted = is_trusted(root, repo_data)
+        layer = _layer_data(_text(repo_data, repo_path), repo_path)
+        before = merged.get("store", {}).get("path")
+        _apply(merged, layer, repo_path, limited=not trusted, ignored=ignored)
+        if merged.get("store", {}).get("path") != before:
+            store_from_user = False
+        if ignored:
+            _warn_ignored(root, repo_path, repo_data, ignored)
+    config = _build(merged)
+    if not store_from_user:
+        _check_store(root, config, repo_path)
+    return LoadedConfig(
+        config=config,
+        user_file=user_path if user_data is not None else None,
+        repo_file=repo_path if repo_data is not None else None,
+        trusted=trusted,
+        ignored=tuple(ignored),
+    )
 
 
 def load_config(root: Path) -> Config:
-    """The repo's config, or the defaults when it has none."""
-    path = root / CONFIG_DIR / CONFIG_FILE
+    """The merged config of the repository at ``root`` (see ``load``)."""
+    return load(root).config
+
+
+_warned: set[tuple[str, str]] = set()  # (config file, sha256): warned once per process
+
+
+def _warn_ignored(root: Path, path: Path, data: bytes, ignored: list[str]) -> None:
+    key = (str(path), digest(data))
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning(
+        "%s: ignored %s: a repository's own config may set only [retrieve] budget, "
+        "[notes] effort and commit, additions to [scan] exclude and deny, and a lower "
+        "[scan] max_file_bytes; set the others in %s, or trust this repository's config "
+        "with `sleepy-repo trust --repo %s`",
+        path,
+        ", ".join(ignored),
+        user_config_path(),
+        root,
+    )
+
+
+def _check_store(root: Path, config: Config, source: Path) -> None:
+    """A store chosen by the repository (or the default) stays inside it: no path, symlink
+    or ``..`` leads out."""
+    store = config.store_dir(root)
+    escape = outside(root, store)
+    if escape is not None:
+        raise ConfigError(
+            f"{source}: the store {store} resolves to {escape}, outside the repository "
+            f"{root}; nothing is written outside the repository. Remove the symlink or "
+            f"[store] path (a store elsewhere can be set only in {user_config_path()})"
+        )
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(text, path)
+        children = list(store.iterdir()) if store.is_dir() else []
+    except OSError:
+        children = []
+    for child in children:
+        # the mirror (.sleepy/notes) is checked where it is written; the config is only read
+        if child.name not in ("notes", CONFIG_FILE) and child.is_symlink():
+            escape = outside(root, child)
+            if escape is not None:
+                raise ConfigError(
+                    f"{child} is a symlink to {escape}, outside the repository {root}; "
+                    "remove it (nothing is written outside the repository)"
+                )
 
 
 DEFAULT_CONFIG_TOML = """\
 # sleepy-repo configuration. Every key is optional; these are the defaults.
+# A repository's config is honoured in full only once trusted (`sleepy-repo trust`; `init`
+# trusts the file it writes, and any edit needs trust again); until then only [retrieve]
+# budget, [notes] effort/commit, additions to [scan] exclude/deny and a lower max_file_bytes
+# apply. Your own config (every key): ~/.config/sleepy-repo/config.toml.
 
 [notes]
 # static (no model) | anthropic | local. A key in the environment never switches a model on.

@@ -22,7 +22,9 @@ malformed parameters get a JSON-RPC error response; the server stays up.
 
 Settings come from ``initializationOptions`` and ``workspace/didChangeConfiguration``:
 ``backend``, ``idle_seconds`` (or ``idleSeconds``) and ``budget``, flat or under a
-``sleepy``/``sleepyRepo`` key; an empty or zero value means the repo's config.
+``sleepy``/``sleepyRepo`` key; an empty or zero value means the repo's config. Editor
+settings may come from the repository, so ``backend`` may only turn the model off
+(``static``), never on (see ``narrow_backend``).
 
 Each workspace folder gets a ``Folder`` (its ``Repo``, activity recorder, refresh lock);
 ``SleepyServer.background_factory`` can start one background task per folder on
@@ -65,7 +67,7 @@ from pygls.protocol import (
 from pygls.uris import from_fs_path, to_fs_path
 
 from sleepy_repo import __version__, activity, api
-from sleepy_repo.config import BACKENDS
+from sleepy_repo.config import BACKENDS, user_config_path
 from sleepy_repo.errors import SleepyError
 from sleepy_repo.redact import redact_text
 
@@ -134,6 +136,21 @@ def parse_settings(raw: Any, current: Settings) -> tuple[Settings, list[str]]:
         else:
             problems.append(f"budget must be a positive number of tokens, got {value!r}")
     return replace(current, **values), problems
+
+
+def narrow_backend(requested: str | None, configured: str) -> tuple[str | None, str | None]:
+    """The backend an editor setting may choose: editor settings can come from the
+    repository (``.vscode/settings.json``, ``.dir-locals.el``), so they may only turn the
+    model off (``static``) or repeat the configured backend, never turn one on or switch it.
+    Returns the backend to use (None = the config's) and a problem, if one was refused."""
+    if requested in (None, "static", configured):
+        return requested, None
+    return None, (
+        f"backend {requested!r} from editor settings is ignored: editor settings may only "
+        f'turn the model off ("static"); the configured backend is {configured!r}. Choose a '
+        f"model backend in {user_config_path()} (or `sleepy-repo trust` the repository's "
+        ".sleepy/config.toml)"
+    )
 
 
 # -- per-folder state ----------------------------------------------------------------------
@@ -336,6 +353,13 @@ class SleepyServer(LanguageServer):
         if message not in folder.shown:
             folder.shown.add(message)
             self.show(message, kind)
+
+    def backend_for(self, folder: Folder, repo: api.Repo) -> str | None:
+        """The editor's backend setting, narrowed to what the user's config allows."""
+        backend, problem = narrow_backend(self.settings.backend, repo.config.notes.backend)
+        if problem is not None:
+            self.show_once(folder, f"ignored setting: {problem}", types.MessageType.Warning)
+        return backend
 
     def check_index(self, folder: Folder) -> None:
         """Say once per folder when it has no index yet (hover and lenses stay empty)."""
@@ -614,7 +638,7 @@ def build_server(
         uri = params.text_document.uri
         folder, rel = ls.locate(uri)
         assert folder.repo is not None
-        lenses = api.code_lenses(folder.repo, rel, ls.settings.backend)
+        lenses = api.code_lenses(folder.repo, rel, ls.backend_for(folder, folder.repo))
         if not lenses:
             ls.check_index(folder)
         return [
@@ -747,7 +771,11 @@ async def _refresh(
     only = [str(folder.root / p) for p in paths] if paths else None
     try:
         result = await asyncio.to_thread(
-            api.refresh, repo, only, backend=ls.settings.backend, progress=_Reporter(ls, token)
+            api.refresh,
+            repo,
+            only,
+            backend=ls.backend_for(folder, repo),
+            progress=_Reporter(ls, token),
         )
     except SleepyError as exc:
         if token is not None:
@@ -807,7 +835,8 @@ def editor_sleeper(ls: SleepyServer, folder: Folder) -> Background:
     from sleepy_repo.daemon import EditorSleeper  # the daemon is a shell over the core API
 
     assert folder.repo is not None
-    return EditorSleeper(folder.repo, ls.settings.backend, ls.settings.idle_seconds)
+    backend = ls.backend_for(folder, folder.repo)
+    return EditorSleeper(folder.repo, backend, ls.settings.idle_seconds)
 
 
 def serve(repo: str | None, tcp: str | None = None, log_file: str | None = None) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 
 from sleepy_repo.config import CONFIG_DIR
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey, source_lines, span_sha
+from sleepy_repo.safepath import check_inside, outside
 from sleepy_repo.scan import blob_sha
 from sleepy_repo.store import NoteStore
 
@@ -318,6 +319,7 @@ def write(root: Path, mirror: Mirror) -> str:
     """Write the mirror file atomically; returns its repo-relative path."""
     rel = mirror_relpath(mirror.path)
     file = root / rel
+    check_inside(root, file.parent, "the mirror directory")
     file.parent.mkdir(parents=True, exist_ok=True)
     data = render(mirror).encode("utf-8")
     try:
@@ -341,6 +343,7 @@ def remove(root: Path, path: str) -> str | None:
     """Delete the mirror of ``path`` (and directories it leaves empty); its relpath or None."""
     rel = mirror_relpath(path)
     file = root / rel
+    check_inside(root, file.parent, "the mirror directory")
     try:
         file.unlink()
     except FileNotFoundError:
@@ -420,6 +423,10 @@ def import_mirrors(root: Path, store: NoteStore, paths: Iterable[str] | None = N
     """
     top = notes_dir(root)
     if not top.is_dir():
+        return 0
+    escape = outside(root, top)
+    if escape is not None:
+        log.warning("not importing notes: %s leads out of the repository, to %s", top, escape)
         return 0
     with store.read() as conn:
         modules = {

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fake_anthropic import DEFAULT_USAGE, FakeAnthropic, Reply, default_notes, error, message
 
-from helpers import CLI, git
+from helpers import CLI, git, trusted_config
 
 SONNET = {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}
 
@@ -55,7 +55,7 @@ def configure(
         lines.append("[budget]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in budget.items()]
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text("\n".join(lines) + "\n")
+    trusted_config(repo, "\n".join(lines) + "\n")
 
 
 def ledger(repo: Path) -> list[dict[str, Any]]:

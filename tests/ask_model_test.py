@@ -19,7 +19,7 @@ from sleepy_repo.errors import ModelOutputError
 from sleepy_repo.models.structured import FakeModel, StructuredRequest
 from sleepy_repo.retrieve import Context, ContextItem
 
-from helpers import CLI
+from helpers import CLI, trusted_config
 
 QUESTION = "How are coupon discounts applied before VAT?"
 MODEL = default_model_dir() / LOCAL_MODEL_FILE  # resolved at import, with the real HOME
@@ -40,7 +40,7 @@ def fake() -> Iterator[FakeAnthropic]:
 
 def configure(repo: Path, lines: list[str]) -> None:
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text("\n".join(lines) + "\n")
+    trusted_config(repo, "\n".join(lines) + "\n")
 
 
 def ledger(repo: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,29 @@ def make_unreadable(path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(os, "open", fake_open)
 
 
+def user_config(text: str) -> Path:
+    """Write the user's own config (``$XDG_CONFIG_HOME/sleepy-repo/config.toml``, in the
+    test's temporary home), where every key is honoured; returns its path."""
+    from sleepy_repo.config import user_config_path
+
+    path = user_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def trusted_config(repo: Path, text: str) -> Path:
+    """Write ``repo``'s ``.sleepy/config.toml`` and trust it (as ``sleepy-repo trust``
+    would), so every key in it is honoured; returns its path."""
+    from sleepy_repo import trust
+
+    path = repo / ".sleepy" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    trust.trust(repo, path.read_bytes())
+    return path
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True

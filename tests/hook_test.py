@@ -26,7 +26,7 @@ import yaml
 from sleepy_repo import mirror
 from sleepy_repo.scan import blob_sha
 
-from helpers import CLI, EXE, ROOT, git
+from helpers import CLI, EXE, ROOT, git, trusted_config
 
 PRE_COMMIT = str(Path(sys.executable).parent / "pre-commit")
 HOOK = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]
@@ -73,7 +73,7 @@ def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(repo: Path, **notes: Any) -> None:
     body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in notes.items())
-    (repo / ".sleepy" / "config.toml").write_text("[notes]\n" + body)
+    trusted_config(repo, "[notes]\n" + body)
 
 
 @pytest.fixture
@@ -344,6 +344,7 @@ def test_a_clone_imports_committed_notes_without_model_calls(
     b = tmp_path / "clone-b"
     subprocess.run(["git", "clone", "-q", str(a), str(b)], check=True)
     assert not (b / ".sleepy" / "index.db").exists()
+    cli.run("trust", repo=b)  # the clone's committed config chooses a model backend
     refreshed = cli.json("refresh", repo=b)
     assert refreshed["imported"] == 17 + 16  # static for all, fake for the unchanged
     assert refreshed["notes"]["fake"] == {

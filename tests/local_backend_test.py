@@ -35,7 +35,7 @@ from sleepy_repo.models.local import (
 from sleepy_repo.notes import MODULE
 from sleepy_repo.parse import parse_module
 
-from helpers import CLI, ROOT
+from helpers import CLI, ROOT, trusted_config
 
 TAX = ROOT / "fixtures" / "repos" / "shop" / "tree" / "shop" / "tax.py"
 N_CTX = 4096
@@ -61,12 +61,14 @@ def tax_request() -> NoteRequest:
     return NoteRequest(facts=facts, lines=data.decode().splitlines(), effort="brief")
 
 
-def configure(repo: Path, model: Path, effort: str = "brief") -> None:
+def configure(repo: Path, model: Path, effort: str = "brief", extra: str = "") -> None:
+    """The local backend with the test model, in the repo's config, trusted."""
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text(
+    trusted_config(
+        repo,
         f'[notes]\nbackend = "local"\neffort = "{effort}"\n'
         f"[local]\nmodel_path = {json.dumps(str(model))}\nn_ctx = {N_CTX}\n"
-        f"max_tokens = {MAX_TOKENS}\n"
+        f"max_tokens = {MAX_TOKENS}\n" + extra,
     )
 
 

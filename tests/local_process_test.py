@@ -217,9 +217,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _idle_config(repo: Path, model: Path) -> None:
-    configure(repo, model)
-    with (repo / ".sleepy" / "config.toml").open("a") as fh:
-        fh.write("[sleep]\nidle_seconds = 0.5\n")
+    configure(repo, model, extra="[sleep]\nidle_seconds = 0.5\n")
 
 
 @pytest.mark.model_crash

@@ -24,7 +24,7 @@ from pytest_lsp.client import register_lsp_features
 
 from sleepy_repo.lsp_server import plain_converter
 
-from helpers import CLI, EXE
+from helpers import CLI, EXE, user_config
 
 COMMANDS = ["sleepy.ask", "sleepy.notes", "sleepy.refresh", "sleepy.status"]
 QUESTION = "How are coupon discounts applied before VAT?"
@@ -427,6 +427,7 @@ async def test_no_index_yet_and_settings(make_repo: Callable[..., Path]) -> None
 
 async def test_a_failed_refresh_is_shown(make_repo: Callable[..., Path]) -> None:
     repo = make_repo("shop")
+    user_config('[notes]\nbackend = "anthropic"\n')  # editor settings cannot turn it on
     async with session(repo, options={"sleepy": {"backend": "anthropic"}}) as lsp:
         with pytest.raises(JsonRpcException, match="ANTHROPIC_API_KEY"):
             await command(lsp, "sleepy.refresh")

@@ -18,7 +18,7 @@ import pytest
 from lsp_server_test import command, session, uri
 from lsprotocol import types
 
-from helpers import CLI, EXE, git
+from helpers import CLI, EXE, git, trusted_config
 
 
 def _q(root: Path, sql: str) -> int:
@@ -47,7 +47,7 @@ async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 def shop(make_repo: Callable[..., Path], cli: CLI) -> Path:
     root = make_repo("shop")
     cli.run("refresh", "--backend", "static", repo=root)
-    (root / ".sleepy" / "config.toml").write_text('[notes]\nbackend = "fake"\n')
+    trusted_config(root, '[notes]\nbackend = "fake"\n')
     return root
 
 

@@ -22,7 +22,7 @@ from sleepy_repo.models.structured import FakeModel, StructuredRequest
 from sleepy_repo.overview import EFFORT, MAX_TOKENS, TOOL, write_overview
 from sleepy_repo.scheduler import Scheduler
 
-from helpers import CLI, git
+from helpers import CLI, git, trusted_config
 
 
 def query(repo: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -232,9 +232,7 @@ def test_the_overview_goes_through_the_anthropic_sdk_as_a_tool_call(
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
     repo = make_repo("shop")
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text(
-        f'[anthropic]\nbase_url = "{fake.url}"\nmax_retries = 1\ntimeout = 5.0\n'
-    )
+    trusted_config(repo, f'[anthropic]\nbase_url = "{fake.url}"\nmax_retries = 1\ntimeout = 5.0\n')
     fake.notes = overview_or_notes
     result = cli.json("refresh", "--backend", "anthropic", "--effort", "deep", repo=repo)
     assert result["model"]["overview"]["written"] >= 3

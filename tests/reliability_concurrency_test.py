@@ -23,7 +23,7 @@ from reliability_rpc import Server, text_document
 from sleepy_repo import store as store_mod
 from sleepy_repo.store import NoteStore
 
-from helpers import EXE, ROOT, git
+from helpers import EXE, ROOT, git, trusted_config
 
 SOAK = os.environ.get("SLEEPY_SOAK") == "1"
 
@@ -309,8 +309,8 @@ def _lsp_storm(
 
 def _sleepy_config(repo: Path) -> None:
     (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text(
-        '[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = 0.3\ndebounce_seconds = 0.1\n'
+    trusted_config(
+        repo, '[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = 0.3\ndebounce_seconds = 0.1\n'
     )
 
 
@@ -481,9 +481,7 @@ def test_each_executable_writes_a_thousand(tmp_path: Path) -> None:
     with open(repo / ".sleepy" / "config.toml", "a") as fh:  # the hook writes mirrors too
         fh.write("[retrieve]\nbudget = 400\n")
     text = (repo / ".sleepy" / "config.toml").read_text()
-    (repo / ".sleepy" / "config.toml").write_text(
-        text.replace('backend = "fake"\n', 'backend = "fake"\ncommit = true\n', 1)
-    )
+    trusted_config(repo, text.replace('backend = "fake"\n', 'backend = "fake"\ncommit = true\n', 1))
     watch_log = tmp_path / "watch.log"
     with open(watch_log, "wb") as fh:
         watcher = subprocess.Popen(

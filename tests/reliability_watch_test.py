@@ -29,7 +29,7 @@ from reliability_crash_test import _duplicates
 
 from sleepy_repo.store import NoteStore
 
-from helpers import CLI, EXE, git
+from helpers import CLI, EXE, git, trusted_config
 
 SOAK = os.environ.get("SLEEPY_SOAK") == "1"
 KILLS = 50 if SOAK else 5
@@ -114,8 +114,8 @@ def test_kill_9_of_the_watcher_at_random_points(make_repo, cli: CLI, tmp_path: P
     rng = random.Random(seed)
     root = make_repo("shop")
     (root / ".sleepy").mkdir()
-    (root / ".sleepy" / "config.toml").write_text(
-        '[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = 0.3\ndebounce_seconds = 0.1\n'
+    trusted_config(
+        root, '[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = 0.3\ndebounce_seconds = 0.1\n'
     )
     cli.run("refresh", "--backend", "static", repo=root)
     store = NoteStore(root / ".sleepy")

@@ -25,7 +25,7 @@ from sleepy_repo.notes import NoteDraft
 from sleepy_repo.scheduler import Scheduler, SleeperBusyError, SleeperLock, SleepThread
 from sleepy_repo.watch import Batch, Watcher
 
-from helpers import git
+from helpers import git, trusted_config
 
 
 class Clock:
@@ -38,7 +38,7 @@ class Clock:
 
 def _config(root: Path, text: str) -> None:
     (root / ".sleepy").mkdir(exist_ok=True)
-    (root / ".sleepy" / "config.toml").write_text(text)
+    trusted_config(root, text)
 
 
 @pytest.fixture

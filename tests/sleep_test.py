@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import CLI, git
+from helpers import CLI, git, trusted_config
 
 
 def fake_note(notes: dict) -> dict:
@@ -41,7 +41,7 @@ def test_fake_notes_are_written_once_and_reused(make_repo, cli: CLI) -> None:
 def test_changed_module_carries_unchanged_items_and_flags_the_rest(make_repo, cli: CLI) -> None:
     repo = make_repo("shop")
     (repo / ".sleepy").mkdir()
-    (repo / ".sleepy" / "config.toml").write_text('[notes]\nbackend = "fake"\n')
+    trusted_config(repo, '[notes]\nbackend = "fake"\n')
     cli.json("refresh", repo=repo)
     before = by_symbol(fake_note(cli.json("notes", "shop/tax.py", repo=repo)))
     assert {"vat_rate", "vat_for_order"} <= set(before)

@@ -17,16 +17,17 @@ from typing import Any
 
 import pytest
 
-from helpers import CLI, EXE, git
+from helpers import CLI, EXE, git, trusted_config
 
 IDLE = 0.6
 
 
 def _config(root: Path, extra: str = "") -> None:
     (root / ".sleepy").mkdir(exist_ok=True)
-    (root / ".sleepy" / "config.toml").write_text(
+    trusted_config(
+        root,
         f'[notes]\nbackend = "fake"\n[sleep]\nidle_seconds = {IDLE}\ndebounce_seconds = 0.2\n'
-        + extra
+        + extra,
     )
 
 
