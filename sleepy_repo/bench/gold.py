@@ -6,7 +6,8 @@ A case's **gold lines** are 1-based lines of the state's version of its gold fil
   per gold file, i.e. the lines the commit deleted or changed; a pure insertion hunk
   ``@@ -a,0 +b,n @@`` contributes the line it follows, line ``a`` (line 1 when ``a`` is 0);
 * a written question (``gold_symbols`` and no ``commit``): the spans of its gold symbols
-  in the state's parse (``path::qualname``, or a bare qualname looked up in the gold files).
+  in the state's parse (``path::qualname``, or a bare qualname looked up in the gold files,
+  in order; of several symbols with that name, the widest).
 
 Its **gold symbols** are the innermost symbols of the state's parse that contain a gold
 line (a written question's are the ones it names). Scores (docs/benchmark.md has the full
@@ -39,7 +40,7 @@ from pathlib import Path
 from sleepy_repo.bench.mine import Case
 from sleepy_repo.errors import RepoError
 from sleepy_repo.notes import source_lines
-from sleepy_repo.parse import ModuleFacts, language_for_path, parse_module
+from sleepy_repo.parse import ModuleFacts, Symbol, language_for_path, parse_module
 from sleepy_repo.parse.facts import enclosing_symbols
 from sleepy_repo.redact import redact_text
 
@@ -113,6 +114,13 @@ def _accepted(lines: list[str], redacted: list[str], n: int) -> frozenset[str]:
     return frozenset(forms)
 
 
+def _widest(facts: ModuleFacts, qualname: str) -> Symbol | None:
+    """The symbol named ``qualname`` with the widest span (typing overloads come first
+    with one-line stubs; the implementation is the one a question asks about)."""
+    named = [s for s in facts.symbols if s.qualname == qualname]
+    return max(named, key=lambda s: s.end_line - s.start_line) if named else None
+
+
 def diff_lines(root: Path, state: str, commit: str, path: str) -> list[int]:
     """The '-' side of ``git diff -U0 state commit -- path`` (see the module docstring)."""
     proc = subprocess.run(
@@ -163,7 +171,7 @@ def case_gold(root: Path, case: Case) -> Gold:
             found = False
             for path in [path_hint] if path_hint else case.gold_files:
                 facts = state_facts(root, path)
-                sym = facts.symbol(qualname) if facts else None
+                sym = _widest(facts, qualname) if facts else None
                 if sym is not None:
                     wanted.setdefault(path, []).extend(range(sym.start_line, sym.end_line + 1))
                     gold.symbols.append((path, qualname))
