@@ -708,3 +708,42 @@ def test_product_code_items_carry_their_lines(make_repo: Any) -> None:
             lines = (root / item.path).read_text().split("\n")
             assert item.text == "\n".join(lines[item.start_line - 1 : item.end_line])
     assert any(i.citations for i in served.items if i.kind != "code")
+
+
+def test_written_questions_through_the_cli(cli: Any, make_repo: Any, tmp_path: Path) -> None:
+    """A question case (no commit): gold lines are its symbols' spans; the table renders."""
+    repo = make_repo("shop")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    questions = tmp_path / "questions.jsonl"
+    rows = [
+        {
+            "id": "price",
+            "state": head,
+            "query": "where is the cart priced with coupons and VAT?",
+            "gold_files": ["shop/pricing.py"],
+            "gold_symbols": ["price_cart", "Coupon.check"],
+        }
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "q"
+    proc = cli.run(
+        "bench",
+        "localize",
+        "--cases",
+        str(questions),
+        "--budgets",
+        "500,2000,4000",
+        "--strategies",
+        "raw,whole-files,static",
+        "--out-dir",
+        str(out),
+        repo=repo,
+    )
+    assert "1 cases over 1 states" in proc.stdout
+    r = json.loads((out / "localize.json").read_text())
+    (case,) = r["per_case"]
+    assert case["commit"] is None and case["id"] == "price"
+    assert case["gold_symbols"] == ["shop/pricing.py::price_cart", "shop/pricing.py::Coupon.check"]
+    assert "missing_symbols" not in case
+    # whole files at 4,000 tokens serves pricing.py whole or nearly: most of its gold lines
+    assert r["strategies"]["whole-files"]["by_budget"][-1]["coverage"] > 0

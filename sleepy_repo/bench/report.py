@@ -429,7 +429,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     rng = result["commit_range"]
     console.print(
         f"localize: {result['repo']} - {result['cases']} cases over {rng['states']} states "
-        f"({rng['oldest_state'][:10]}..{rng['newest_commit'][:10]}), sleepy-repo "
+        f"({rng['oldest_state'][:10]}..{(rng['newest_commit'] or rng['newest_state'])[:10]}), "
+        "sleepy-repo "
         f"{result['sleepy_repo_version']}, {result['wall_s']:.1f} s"
     )
     h = result["headline"]
