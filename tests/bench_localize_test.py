@@ -19,6 +19,7 @@ from sleepy_repo.bench.localize import hit_at_k, run_localize
 from sleepy_repo.bench.mine import Case
 from sleepy_repo.bench.strategies import Served, StateEnv, StaticNotes, StrategyError
 from sleepy_repo.errors import RepoError
+from sleepy_repo.tokens import count_tokens
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -182,6 +183,14 @@ def _cases(repo: Path) -> list[Case]:
     return out
 
 
+HIT_KEYS = ("budget", "hit@1", "hit@3", "hit@5", "mean_tokens")
+
+
+def _hits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The file-hit columns of per-budget rows (the scripted strategies serve no items)."""
+    return [{k: row[k] for k in HIT_KEYS} for row in rows]
+
+
 def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     repo = make_repo("shop")
     cases = _cases(repo)
@@ -211,7 +220,7 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     assert _git(repo, "worktree", "list").count("\n") == 1
     assert all(s.closed for s in strategies.values())
 
-    assert r["schema_version"] == 1
+    assert r["schema_version"] == 2
     assert r["benchmark"] == "localize"
     assert r["command"] == ["sleepy-repo", "bench", "localize"]
     assert r["repo"] == str(repo)
@@ -248,7 +257,7 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     #   tax, pricing] 0,0,1
     # tokens: (95+0+40)/3 = 45, (190+120+200)/3 = 170, (380+120+399)/3 = 299.67,
     #   (790+610+800)/3 = 733.33
-    assert r["strategies"]["raw"]["by_budget"] == rows(
+    assert _hits(r["strategies"]["raw"]["by_budget"]) == rows(
         (100, 0.333333, 0.166667, 0.166667, 45.0),
         (200, 0.666667, 0.5, 0.666667, 170.0),
         (400, 0.666667, 0.666667, 1.0, 299.7),
@@ -258,7 +267,7 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     #   200: C1 [cart, pricing] 1,1,1 | C2 [api, models] 0,0,0 | C3 [tax, api, pricing] 1,1,1
     #   400, 800: as 200, but C2 [api, models, cart, storage, payments] 0,0,1
     # tokens: 23/3 = 7.67, 57/3 = 19, 75/3 = 25, 25
-    assert r["strategies"]["paths"]["by_budget"] == rows(
+    assert _hits(r["strategies"]["paths"]["by_budget"]) == rows(
         (100, 0.666667, 0.333333, 0.333333, 7.7),
         (200, 0.666667, 0.666667, 0.666667, 19.0),
         (400, 0.666667, 0.666667, 1.0, 25.0),
@@ -267,7 +276,7 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     # notes: 100: C1 [cart] 1,1/2,1/2 | C2 [api] 0 | C3 [api] 0
     #   200: C1 [pricing, cart] 1,1,1 | C2 [payments] 1,1,1 | C3 [tax, models] 1,1/2,1/2
     #   400, 800: everything 1
-    assert r["strategies"]["notes"]["by_budget"] == rows(
+    assert _hits(r["strategies"]["notes"]["by_budget"]) == rows(
         (100, 0.333333, 0.166667, 0.166667, 80.0),
         (200, 1.0, 0.833333, 0.833333, 160.0),
         (400, 1.0, 1.0, 1.0, 320.0),
@@ -277,7 +286,7 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     #   200: C1 [api, models, tax, pricing] 0,0,1/2 | C2 [] 0 | C3 [tax] 1,1/2,1/2
     #   400: C1 0,0,1/2 | C2 [api, models, payments] 0,1,1 | C3 [storage] 0,0,0
     #   800: C1 0,0,1/2 | C2 0,1,1 | C3 [tax, models, storage] 1,1/2,1/2
-    assert r["strategies"]["slow"]["by_budget"] == rows(
+    assert _hits(r["strategies"]["slow"]["by_budget"]) == rows(
         (100, 0.0, 0.0, 0.0, 0.0),
         (200, 0.333333, 0.166667, 0.333333, 10.0),
         (400, 0.0, 0.333333, 0.5, 20.0),
@@ -362,9 +371,15 @@ def test_scripted_run_every_number(make_repo: Any, tmp_path: Path) -> None:
     assert c1_raw[2] == {
         "budget": 400,
         "tokens": 380,
+        "coverage": 0.0,  # no items served: no line carried
+        "pointer_coverage": 0.0,
+        "symbol_hit@1": 0.0,
+        "symbol_hit@3": 0.0,
+        "symbol_hit@5": 0.0,
         "hit@1": 1.0,
         "hit@3": 1.0,
         "hit@5": 1.0,
+        "leak": False,
         "files": ["shop/cart.py", "shop/api.py", "shop/pricing.py"],
     }
     assert set(r["per_case"][0]["results"]) == {"raw", "paths", "notes", "slow"}
@@ -455,7 +470,7 @@ def test_cli_real_strategies_on_shop(cli: Any, make_repo: Any, tmp_path: Path) -
     )
     r = json.loads(proc.stdout)
     assert r == json.loads((out / "localize.json").read_text())
-    assert r["schema_version"] == 1
+    assert r["schema_version"] == 2
     assert r["cases"] == 7 and r["commit_range"]["states"] == 7
     assert "--json" in r["command"] and "localize" in r["command"]
     assert r["sleepy_repo_version"]
@@ -566,3 +581,169 @@ def test_paths_baseline_index_follows_each_state_like_a_fresh_one(make_repo: Any
     finally:
         kept.close()
         fresh.close()
+
+
+def test_coverage_headline_by_hand() -> None:
+    budgets = [250, 500, 1000, 2000, 4000]
+    coverage = {
+        "raw": [0.0, 0.1, 0.2, 0.3, 0.5],
+        "s": [0.1, 0.3, 0.4, 0.4, 0.6],
+        "n": [0.1] * 5,
+    }
+    served = {
+        "raw": [200.0, 450.0, 900.0, 1800.0, 3600.0],
+        "s": [100.0, 400.0, 800.0, 1600.0, 3200.0],
+        "n": [250.0, 500.0, 1000.0, 2000.0, 4000.0],
+    }
+    h = report.coverage_headline(budgets, coverage, served)
+    at2k, at4k = h["targets"]
+    # raw @2000: 0.3 with 1800 tokens served. s reaches 0.3 at its 500 point (400 tokens;
+    # 0.1 at 100 before it): t = 1 -> 400 tokens, ratio 400 / 1800
+    assert (at2k["raw_budget"], at2k["raw_coverage"], at2k["raw_tokens"]) == (2000, 0.3, 1800.0)
+    assert at2k["strategies"]["s"] == {"reached": True, "tokens": 400.0, "ratio": 0.2222}
+    assert at2k["strategies"]["raw"] == {"reached": True, "tokens": 1800.0, "ratio": 1.0}
+    assert at2k["strategies"]["n"] == {"reached": False, "tokens": None, "ratio": None}
+    # raw @4000: 0.5 with 3600 served. s: 0.4 at 1600, 0.6 at 3200: t = 1/2 on log tokens
+    # -> sqrt(1600 * 3200) = 2262.7, ratio 2262.7 / 3600 = 0.6285
+    assert at4k["strategies"]["s"]["tokens"] == pytest.approx(2262.7, abs=0.05)
+    assert at4k["strategies"]["s"]["ratio"] == pytest.approx(0.6285, abs=1e-4)
+    assert report.coverage_headline([250, 1000], coverage, served)["targets"] == [
+        {"raw_budget": 2000, "reason": "2000 is not a budget"},
+        {"raw_budget": 4000, "reason": "4000 is not a budget"},
+    ]
+    assert report.coverage_headline(budgets, {}, {})["reason"] == "raw did not run"
+
+
+def _mined(cli: Any, make_repo: Any, tmp_path: Path) -> tuple[Path, Path]:
+    repo = make_repo("shop")
+    cases = tmp_path / "cases.jsonl"
+    cli.run("bench", "mine", "--out", str(cases), repo=repo)
+    return repo, cases
+
+
+def test_smoke_limit_2_every_metric(cli: Any, make_repo: Any, tmp_path: Path) -> None:
+    """The CI smoke run: the real strategies, default budgets, two cases, through the CLI."""
+    repo, cases = _mined(cli, make_repo, tmp_path)
+    out = tmp_path / "smoke"
+    proc = cli.run(
+        "bench",
+        "localize",
+        "--cases",
+        str(cases),
+        "--limit",
+        "2",
+        "--strategies",
+        "raw,paths,whole-files,static",
+        "--out-dir",
+        str(out),
+        repo=repo,
+    )
+    for text in (
+        "tokens to reach raw's gold-line coverage",
+        "coverage",
+        "pointer cov",
+        "sym@3",
+        "whole-files",
+    ):
+        assert text in proc.stdout, text
+    r = json.loads((out / "localize.json").read_text())
+    assert r["budgets"] == [250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000]
+    assert r["png_skipped"] is None and Path(r["png"]).exists()
+    assert [t["raw_budget"] for t in r["coverage_headline"]["targets"]] == [2000, 4000]
+    for name in ("raw", "paths", "whole-files", "static"):
+        s = r["strategies"][name]
+        assert s["status"] == "ok" and s["cases_with_gold_lines"] == 2
+        for row in s["by_budget"]:
+            for key in ("coverage", "pointer_coverage", "symbol_hit@1", "symbol_hit@3"):
+                assert 0 <= row[key] <= 1
+            assert row["coverage"] <= row["pointer_coverage"] + 1e-9
+            assert row["leaks"] == 0
+        assert s["by_budget"][0]["mean_tokens"] <= 250
+    # paths serves no code: no line is covered or pointed at
+    assert all(row["coverage"] == 0 for row in r["strategies"]["paths"]["by_budget"])
+    # raw and whole files cover some gold lines by 8,000 tokens on this small repo
+    assert r["strategies"]["raw"]["by_budget"][-1]["coverage"] > 0
+    assert r["strategies"]["whole-files"]["by_budget"][-1]["coverage"] > 0
+    for case in r["per_case"]:
+        assert sum(case["gold_lines"].values()) > 0 and case["gold_symbols"]
+
+
+def test_without_matplotlib_the_bench_finishes(
+    cli: Any, make_repo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`pip install .` has no matplotlib: the command writes the JSON and says how to get
+    the PNG (the real command path, in process, with the import failing)."""
+    import sys
+
+    from sleepy_repo import cli as cli_module
+
+    repo, cases = _mined(cli, make_repo, tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "nompl"
+    argv = ["bench", "localize", "--repo", str(repo), "--cases", str(cases), "--limit", "1"]
+    argv += ["--budgets", "250,2000", "--strategies", "raw,paths", "--out-dir", str(out)]
+    assert cli_module.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "pip install 'sleepy-repo[bench]'" in captured.out + captured.err
+    r = json.loads((out / "localize.json").read_text())
+    assert r["png"] is None and "sleepy-repo[bench]" in r["png_skipped"]
+    assert not (out / "pareto.png").exists()
+
+
+def test_product_code_items_carry_their_lines(make_repo: Any) -> None:
+    """The static strategy's served items: a code item's text is its lines, so coverage
+    can score it; note items carry their citations."""
+    from sleepy_repo import api
+
+    root = make_repo("shop")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    env = StateEnv(root=root, state="HEAD", repo=repo)
+    (served,) = StaticNotes().run(env, "coupon discount before VAT", [4000])
+    assert served.tokens == count_tokens(served.text)
+    kinds = {i.kind for i in served.items}
+    assert "code" in kinds and kinds - {"code"}
+    for item in served.items:
+        if item.kind == "code":
+            lines = (root / item.path).read_text().split("\n")
+            assert item.text == "\n".join(lines[item.start_line - 1 : item.end_line])
+    assert any(i.citations for i in served.items if i.kind != "code")
+
+
+def test_written_questions_through_the_cli(cli: Any, make_repo: Any, tmp_path: Path) -> None:
+    """A question case (no commit): gold lines are its symbols' spans; the table renders."""
+    repo = make_repo("shop")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    questions = tmp_path / "questions.jsonl"
+    rows = [
+        {
+            "id": "price",
+            "state": head,
+            "query": "where is the cart priced with coupons and VAT?",
+            "gold_files": ["shop/pricing.py"],
+            "gold_symbols": ["price_cart", "Coupon.check"],
+        }
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "q"
+    proc = cli.run(
+        "bench",
+        "localize",
+        "--cases",
+        str(questions),
+        "--budgets",
+        "500,2000,4000",
+        "--strategies",
+        "raw,whole-files,static",
+        "--out-dir",
+        str(out),
+        repo=repo,
+    )
+    assert "1 cases over 1 states" in proc.stdout
+    r = json.loads((out / "localize.json").read_text())
+    (case,) = r["per_case"]
+    assert case["commit"] is None and case["id"] == "price"
+    assert case["gold_symbols"] == ["shop/pricing.py::price_cart", "shop/pricing.py::Coupon.check"]
+    assert "missing_symbols" not in case
+    # whole files at 4,000 tokens serves pricing.py whole or nearly: most of its gold lines
+    assert r["strategies"]["whole-files"]["by_budget"][-1]["coverage"] > 0

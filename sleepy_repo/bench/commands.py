@@ -118,6 +118,8 @@ def cmd_localize(
             config=config,
         )
     report.save(result, Path(out_dir))
+    if result["png_skipped"]:
+        err.print(result["png_skipped"])
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
@@ -125,7 +127,11 @@ def cmd_localize(
         if not console.is_terminal:  # a file or a pipe: room for every column
             console.width = max(console.width, 120)
         report.render(result, console)
-        console.print(f"wrote {result['json']} and {result['png']}")
+        png = (
+            result["png"]
+            or "no PNG (matplotlib is not installed: pip install 'sleepy-repo[bench]')"
+        )
+        console.print(f"wrote {result['json']} and {png}", markup=False)
     return 0
 
 
@@ -240,13 +246,20 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "localize",
-        help="localization benchmark: hit@k per strategy and token budget",
+        help="localization benchmark: gold-line coverage and hit@k per strategy and budget",
         description="Walk the cases oldest state first in one temporary worktree, refresh "
-        "the store incrementally, and report hit@1/3/5 and tokens per strategy and budget, "
-        "the headline against the better of raw and paths, and sleep-time cost.",
+        "the store incrementally, and report gold-line coverage, pointer coverage, symbol "
+        "and file hit@k and tokens per strategy and budget, the tokens each strategy needs "
+        "to reach raw's coverage at 2,000 and 4,000 tokens, the hit@3 headline against the "
+        "better of raw and paths, and sleep-time cost (docs/benchmark.md).",
     )
     p.add_argument("--repo", help="git repository (default: the enclosing one of the cwd)")
-    p.add_argument("--cases", required=True, help="JSONL file from `bench mine`")
+    p.add_argument(
+        "--cases",
+        required=True,
+        help="JSONL file from `bench mine`, or of written questions "
+        "{state, query, gold_files, gold_symbols} (e.g. bench/questions/click.jsonl)",
+    )
     p.add_argument(
         "--budgets",
         type=_int_list,
@@ -256,7 +269,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strategies",
         type=_name_list,
-        help="comma-separated strategies (default: raw,paths,static,static-paths,aider-map)",
+        help="comma-separated strategies (default: raw,paths,whole-files,static,"
+        "static-paths,aider-map)",
     )
     p.add_argument("--json", action="store_true", help="print the JSON result, not tables")
     p.add_argument("--limit", type=int, help="only the N most recent cases")

@@ -85,7 +85,7 @@ def run_index_bench(
     src = (src or default_corpus()).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="sleepy-bench-index-"))
     corpus = tmp / "corpus"
-    runs: list[dict[str, float]] = []
+    runs: list[dict[str, Any]] = []
     try:
         files = copy_corpus(src, corpus)
         parse_only(corpus)  # warm the page cache and grammar loading for both sides

@@ -13,12 +13,20 @@ The walk
     is refreshed incrementally with ``api.refresh``: unchanged modules keep their notes.
     The worktree is removed at the end, also on error or Ctrl-C.
 
-The metric
-    **hit@k** (k = 1, 3, 5) of one context = |gold ∩ F_k| / min(k, |gold|), where F_k is
-    the first k *distinct* files the context cites, in context order (for ``aider-map``, in
-    aider's rank order: its map lists files alphabetically). Dumping many paths earns
-    nothing beyond the first k; a case with more gold files than k can still score 1.
-    Reported values are means over cases, with the mean tokens actually served.
+The metrics
+    **gold-line coverage** (the share of the case's gold lines whose text a served code
+    item carries), **pointer coverage** and **symbol hit@k**: see
+    ``sleepy_repo.bench.gold`` and docs/benchmark.md. **hit@k** (k = 1, 3, 5) of one
+    context = |gold ∩ F_k| / min(k, |gold|), where F_k is the first k *distinct* files the
+    context cites, in context order (for ``aider-map``, in aider's rank order: its map
+    lists files alphabetically). Dumping many paths earns nothing beyond the first k; a
+    case with more gold files than k can still score 1. Reported values are means over
+    cases (over the cases that have gold lines, or gold symbols), with the mean tokens
+    actually served.
+
+    **leak**: a result whose served text contains the case's own commit subject (20
+    characters or more) is flagged; the report counts them per strategy. History notes
+    must never serve the commit a case asks about.
 
 Sleep-time cost
     Per strategy family (``none``, ``static``, later model backends): tokens spent per
@@ -48,6 +56,15 @@ from typing import Any
 from sleepy_repo import __version__, api
 from sleepy_repo.bench import predict, report
 from sleepy_repo.bench.aider_map import AiderMapError
+from sleepy_repo.bench.gold import (
+    POINTER_MAX_LINES,
+    Gold,
+    case_gold,
+    coverage,
+    pointer_coverage,
+    served_symbols,
+    symbol_hit,
+)
 from sleepy_repo.bench.mine import Case
 from sleepy_repo.bench.reader import Reader
 from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
@@ -58,7 +75,7 @@ from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUDGETS: tuple[int, ...] = (250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 KS: tuple[int, ...] = (1, 3, 5)
 FILES_KEPT = 10  # distinct files kept per case result in the JSON, for inspection
@@ -247,7 +264,7 @@ def _refresh(
             "written": written,
             "modules": len(paths) if paths is not None else int(r["modules"]),
         }
-        if share is not None:  # which modules the planner chose at this state
+        if share is not None and paths is not None:  # the modules the planner chose
             top = target.root.resolve()
             out[family]["noted"] = [Path(p).resolve().relative_to(top).as_posix() for p in paths]
     return {f: out[f] for f in families}, {f: usage[f] for f in families}, time.perf_counter() - t0
@@ -357,7 +374,7 @@ def run_localize(
                 assert env is not None
                 per_state[-1]["cases"] += 1
                 if progress:
-                    progress(i, len(ordered), case.commit[:10])
+                    progress(i, len(ordered), case.label[:10])
                 rec = _run_case(case, env, tracks, budgets, reader)
                 rec["planner"] = predict.case_record(orders, case.gold_files)
                 per_case.append(rec)
@@ -388,8 +405,14 @@ def run_localize(
         "cases": len(ordered),
         "budgets": budgets,
         "metric": (
+            "coverage = share of gold lines (the '-' side of git diff -U0 state commit per "
+            "gold file; a pure insertion: the line it follows; a question: its gold "
+            "symbols' spans) whose text a served code item carries at that line; pointer "
+            "coverage = share inside a served span or citation of at most "
+            f"{POINTER_MAX_LINES} lines (a code item's span always); symbol hit@k = "
+            "|gold symbols ∩ first k distinct served symbols| / min(k, |gold symbols|); "
             "hit@k = |gold ∩ first k distinct files the context cites, in context "
-            "order| / min(k, |gold|); means over cases"
+            "order| / min(k, |gold|); means over cases (docs/benchmark.md)"
         ),
         "strategies": {
             name: {
@@ -431,13 +454,20 @@ def _run_case(
     budgets: Sequence[int],
     reader: Reader | None = None,
 ) -> dict[str, Any]:
+    gold = case_gold(env.root, case)
     rec: dict[str, Any] = {
         "state": case.state,
         "commit": case.commit,
         "query": case.query,
         "gold_files": case.gold_files,
+        "gold_lines": gold.per_file(),
+        "gold_symbols": [f"{p}::{q}" for p, q in gold.symbols],
         "results": {},
     }
+    if case.id:
+        rec["id"] = case.id
+    if gold.missing_symbols:
+        rec["missing_symbols"] = gold.missing_symbols
     for name, track in tracks.items():
         if track.skipped:
             continue
@@ -445,7 +475,8 @@ def _run_case(
         try:
             served = track.strategy.run(env, case.query, budgets)
         except (StrategyError, AiderMapError) as exc:
-            track.skipped = f"failed on commit {case.commit[:12]}: {exc}"
+            what = f"commit {case.label}" if case.commit else f"question {case.label}"
+            track.skipped = f"failed on {what}: {exc}"
             log.warning("dropping %s: %s", name, track.skipped)
             continue
         finally:
@@ -454,7 +485,7 @@ def _run_case(
             raise SleepyError(
                 f"strategy {name} served {len(served)} contexts for {len(budgets)} budgets"
             )
-        scores = [_score(s, b, case.gold_files) for s, b in zip(served, budgets, strict=True)]
+        scores = [_score(s, b, case, gold, env.root) for s, b in zip(served, budgets, strict=True)]
         if reader is not None:
             t0 = time.perf_counter()
             for score, s in zip(scores, served, strict=True):
@@ -464,9 +495,26 @@ def _run_case(
     return rec
 
 
-def _score(served: Served, budget: int, gold: Sequence[str]) -> dict[str, Any]:
+def _score(served: Served, budget: int, case: Case, gold: Gold, root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"budget": budget, "tokens": served.tokens}
+    out["coverage"] = coverage(gold, served.items)
+    out["pointer_coverage"] = pointer_coverage(gold, served.items)
+    symbols = served_symbols(root, served.items)
     for k in KS:
-        out[f"hit@{k}"] = hit_at_k(served.files, gold, k)
+        out[f"symbol_hit@{k}"] = symbol_hit(gold, symbols, k)
+    for k in KS:
+        out[f"hit@{k}"] = hit_at_k(served.files, case.gold_files, k)
+    out["leak"] = leaked(case, served.text)
     out["files"] = list(dict.fromkeys(served.files))[:FILES_KEPT]
     return out
+
+
+LEAK_MIN_CHARS = 20
+
+
+def leaked(case: Case, text: str) -> bool:
+    """Whether ``text`` holds the case's own commit subject (see the module docstring)."""
+    if not case.commit:
+        return False
+    subject = case.query.splitlines()[0].strip() if case.query.strip() else ""
+    return len(subject) >= LEAK_MIN_CHARS and subject in text

@@ -145,13 +145,29 @@ class MineOptions:
 
 @dataclass(frozen=True)
 class Case:
+    """A localization case: a mined commit (``commit`` set; gold lines from its diff) or a
+    written question (no ``commit``; gold lines are the spans of ``gold_symbols``)."""
+
     state: str
-    commit: str
+    commit: str | None
     query: str
     gold_files: list[str]
+    gold_symbols: list[str] = field(default_factory=list)  # qualnames in the gold files
+    id: str | None = None  # a written question's name (a mined case is named by its commit)
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and reasons: the commit's 12 hex digits, else the id."""
+        if self.commit:
+            return self.commit[:12]
+        return self.id or self.query.splitlines()[0][:40]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("gold_symbols", "id"):
+            if not d[key]:
+                del d[key]
+        return d
 
 
 @dataclass(frozen=True)
@@ -379,16 +395,21 @@ def read_cases(path: Path) -> list[Case]:
                 continue
             try:
                 d = json.loads(line)
-                cases.append(
-                    Case(
-                        state=str(d["state"]),
-                        commit=str(d["commit"]),
-                        query=str(d["query"]),
-                        gold_files=[str(p) for p in d["gold_files"]],
-                    )
+                commit = d.get("commit")
+                case = Case(
+                    state=str(d["state"]),
+                    commit=str(commit) if commit else None,
+                    query=str(d["query"]),
+                    gold_files=[str(p) for p in d["gold_files"]],
+                    gold_symbols=[str(s) for s in d.get("gold_symbols", [])],
+                    id=str(d["id"]) if d.get("id") else None,
                 )
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise SleepyError(
-                    f"{path}:{n}: not a case line ({{state, commit, query, gold_files}}): {exc}"
+                    f"{path}:{n}: not a case line ({{state, commit, query, gold_files}} or "
+                    f"{{state, query, gold_files, gold_symbols}}): {exc}"
                 ) from None
+            if case.commit is None and not case.gold_symbols:
+                raise SleepyError(f"{path}:{n}: a case without a commit needs gold_symbols")
+            cases.append(case)
     return cases

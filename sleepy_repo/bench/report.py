@@ -2,7 +2,16 @@
 
 ``summarize`` turns the per-case records of ``run_localize`` into:
 
-* ``strategies[name]["by_budget"]``: mean hit@1/3/5 and mean tokens served per budget;
+* ``strategies[name]["by_budget"]``: per budget, the mean gold-line coverage and pointer
+  coverage (over the cases with gold lines), mean symbol hit@1/3/5 (over the cases with
+  gold symbols), mean file hit@1/3/5 and mean tokens served (over all cases), and the
+  number of results that leaked the case's own commit subject;
+* ``coverage_headline``: for ``raw``'s mean coverage at 2,000 and at 4,000 tokens (the
+  *targets*), the tokens each strategy needs to reach it: its coverage curve against its
+  mean tokens *served* per budget (not the nominal budget), interpolated linearly on
+  log(tokens) between the two budgets around the first crossing (its first point if that
+  already reaches it), and ``ratio`` = those tokens / raw's mean served tokens at that
+  budget; "not reached" when the curve never gets there;
 * ``headline``: the *baseline* is the better of ``raw`` and ``paths`` (higher best mean
   hit@3; on a tie, the one reaching it at the lower budget). Its *target* is that best
   hit@3 and its *budget* the smallest grid budget where it attains it. For every strategy
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -37,14 +47,31 @@ def _mean(xs: list[float]) -> float:
     return fmean(xs) if xs else 0.0
 
 
+LINE_KEYS = ("coverage", "pointer_coverage")
+SYMBOL_KEYS = ("symbol_hit@1", "symbol_hit@3", "symbol_hit@5")
+COVERAGE_REFERENCE = (2000, 4000)  # raw's budgets whose coverage the headline targets
+
+
+def _mean_known(recs: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of ``key`` over the records where it is known (None: none is)."""
+    xs = [r[key] for r in recs if r.get(key) is not None]
+    return fmean(xs) if xs else None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     budgets: list[int] = result["budgets"]
     curves: dict[str, list[float]] = {}  # unrounded mean hit@3 per budget
+    coverage: dict[str, list[float]] = {}  # unrounded mean coverage per budget
+    served: dict[str, list[float]] = {}  # unrounded mean tokens served per budget
     for name, info in result["strategies"].items():
         info["by_budget"] = []
         if info["status"] != "ok":
             continue
-        means = []
+        means: list[dict[str, Any]] = []
         for j, budget in enumerate(budgets):
             recs = [c["results"][name][j] for c in result["per_case"]]
             means.append(
@@ -54,10 +81,20 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                         key: _mean([r[key] for r in recs])
                         for key in ("hit@1", "hit@3", "hit@5", "tokens")
                     },
+                    **{key: _mean_known(recs, key) for key in (*LINE_KEYS, *SYMBOL_KEYS)},
+                    "leaks": sum(1 for r in recs if r.get("leak")),
                     **_reader_means(recs),
                 }
             )
         curves[name] = [m["hit@3"] for m in means]
+        coverage[name] = [m["coverage"] or 0.0 for m in means]
+        served[name] = [m["tokens"] for m in means]
+        info["cases_with_gold_lines"] = sum(
+            1 for c in result["per_case"] if c["results"][name][0].get("coverage") is not None
+        )
+        info["cases_with_gold_symbols"] = sum(
+            1 for c in result["per_case"] if c["results"][name][0].get("symbol_hit@1") is not None
+        )
         best = max(curves[name])
         info["best_hit@3"] = round(best, 6)
         info["best_budget"] = min(
@@ -66,15 +103,18 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         info["by_budget"] = [
             {
                 "budget": m["budget"],
+                **{key: _round(m[key]) for key in (*LINE_KEYS, *SYMBOL_KEYS)},
                 "hit@1": round(m["hit@1"], 6),
                 "hit@3": round(m["hit@3"], 6),
                 "hit@5": round(m["hit@5"], 6),
                 "mean_tokens": round(m["tokens"], 1),
+                "leaks": m["leaks"],
                 **_reader_row(m),
             }
             for m in means
         ]
     result["headline"] = headline(result, curves)
+    result["coverage_headline"] = coverage_headline(budgets, coverage, served)
     result["sleep_time"] = sleep_time(result)
     result["amortized"] = amortized(result)
     result["planner"] = predict.summarize(result)
@@ -193,17 +233,61 @@ def amortized(result: dict[str, Any]) -> dict[str, Any]:
 _KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-def reach_budget(budgets: list[int], hits: list[float], target: float) -> float | None:
+def reach_budget(budgets: Sequence[float], hits: Sequence[float], target: float) -> float | None:
     """Budget where ``hits`` first reaches ``target``, linear in log(budget) between grid
-    points; None if never reached."""
+    points (budgets below 1 count as 1); None if never reached."""
     for i, (b, h) in enumerate(zip(budgets, hits, strict=True)):
         if h >= target - EPS:
             if i == 0:
                 return float(b)
-            b0, h0 = budgets[i - 1], hits[i - 1]
+            b0, h0 = max(budgets[i - 1], 1.0), hits[i - 1]
+            b1 = max(b, 1.0)
             t = (target - h0) / (h - h0)
-            return math.exp(math.log(b0) + t * (math.log(b) - math.log(b0)))
+            return math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
     return None
+
+
+def coverage_headline(
+    budgets: list[int], coverage: dict[str, list[float]], served: dict[str, list[float]]
+) -> dict[str, Any]:
+    """See the module docstring; ``coverage`` and ``served`` are the unrounded mean
+    coverage and mean tokens served per budget of each strategy that ran."""
+    out: dict[str, Any] = {
+        "baseline": "raw",
+        "definition": "tokens at which each strategy's mean gold-line coverage first "
+        "reaches raw's at the reference budget, on its curve of coverage against mean "
+        "tokens served per budget, interpolated linearly on log(tokens); ratio = those "
+        "tokens / raw's mean tokens served at the reference budget",
+        "targets": [],
+    }
+    if "raw" not in coverage:
+        out["reason"] = "raw did not run"
+        return out
+    for ref in COVERAGE_REFERENCE:
+        if ref not in budgets:
+            out["targets"].append({"raw_budget": ref, "reason": f"{ref} is not a budget"})
+            continue
+        j = budgets.index(ref)
+        target, raw_tokens = coverage["raw"][j], served["raw"][j]
+        per: dict[str, Any] = {}
+        for name, cov in coverage.items():
+            needed = reach_budget(served[name], cov, target)
+            per[name] = {
+                "reached": needed is not None,
+                "tokens": round(needed, 1) if needed is not None else None,
+                "ratio": (
+                    round(needed / raw_tokens, 4) if needed is not None and raw_tokens else None
+                ),
+            }
+        out["targets"].append(
+            {
+                "raw_budget": ref,
+                "raw_coverage": round(target, 6),
+                "raw_tokens": round(raw_tokens, 1),
+                "strategies": per,
+            }
+        )
+    return out
 
 
 def headline(result: dict[str, Any], curves: dict[str, list[float]]) -> dict[str, Any]:
@@ -260,10 +344,25 @@ def sleep_time(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PNG_SKIPPED = (
+    "matplotlib is not installed, so pareto.png was not drawn; "
+    "install it with: pip install 'sleepy-repo[bench]'"
+)
+
+
 def save(result: dict[str, Any], out_dir: Path) -> None:
-    """Write ``localize.json`` and ``pareto.png`` to ``out_dir``; record both paths."""
+    """Write ``localize.json`` and ``pareto.png`` to ``out_dir``; record both paths. Without
+    matplotlib (the ``bench`` extra) the PNG is skipped: ``png`` is None and
+    ``png_skipped`` says why and how to get it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result["png"] = str(plot_pareto(result, out_dir / "pareto.png").resolve())
+    try:
+        result["png"] = str(plot_pareto(result, out_dir / "pareto.png").resolve())
+        result["png_skipped"] = None
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "matplotlib":
+            raise
+        result["png"] = None
+        result["png_skipped"] = PNG_SKIPPED
     result["json"] = str((out_dir / "localize.json").resolve())
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     Path(result["json"]).write_text(text, encoding="utf-8")
@@ -274,6 +373,55 @@ def _fmt_budget(b: float | None) -> str:
     return "not reached" if b is None else f"{b:,.0f}"
 
 
+def _fmt3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def render_coverage_headline(result: dict[str, Any], console: Any) -> None:
+    """The coverage headline: tokens to reach raw's coverage at 2,000 and 4,000 tokens."""
+    from rich.table import Table
+
+    h = result.get("coverage_headline") or {}
+    targets = [x for x in h.get("targets", []) if "strategies" in x]
+    t = Table(title="headline: tokens to reach raw's gold-line coverage (ratio to raw's)")
+    t.add_column("strategy")
+    for x in targets:
+        t.add_column(f"raw @{x['raw_budget']:,}: {x['raw_coverage']:.3f}", justify="right")
+    for name, info in result["strategies"].items():
+        if info["status"] != "ok":
+            continue
+        cells = []
+        for x in targets:
+            s = x["strategies"][name]
+            cells.append(
+                f"{s['tokens']:,.0f} ({s['ratio']:.2f}x)"
+                if s["reached"] and s["ratio"] is not None
+                else "not reached"
+            )
+        t.add_row(name, *cells)
+    notes = [x["reason"] for x in h.get("targets", []) if "reason" in x]
+    if h.get("reason"):
+        notes.append(h["reason"])
+    t.caption = "; ".join(
+        [
+            "tokens = mean tokens served, interpolated on log(tokens); ratio to raw's mean "
+            "tokens served at that budget",
+            *notes,
+        ]
+    )
+    console.print(t)
+    leaks = {
+        n: sum(r.get("leaks", 0) for r in i["by_budget"])
+        for n, i in result["strategies"].items()
+        if i["status"] == "ok"
+    }
+    if any(leaks.values()):
+        console.print(
+            "[bold red]leak[/]: served the case's own commit subject: "
+            + ", ".join(f"{n} {c}" for n, c in leaks.items() if c)
+        )
+
+
 def render(result: dict[str, Any], console: Any) -> None:
     """Print the report tables to a rich console."""
     from rich.table import Table
@@ -281,7 +429,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     rng = result["commit_range"]
     console.print(
         f"localize: {result['repo']} - {result['cases']} cases over {rng['states']} states "
-        f"({rng['oldest_state'][:10]}..{rng['newest_commit'][:10]}), sleepy-repo "
+        f"({rng['oldest_state'][:10]}..{(rng['newest_commit'] or rng['newest_state'])[:10]}), "
+        "sleepy-repo "
         f"{result['sleepy_repo_version']}, {result['wall_s']:.1f} s"
     )
     h = result["headline"]
@@ -316,15 +465,16 @@ def render(result: dict[str, Any], console: Any) -> None:
     else:
         t.caption = h.get("reason", "")
     console.print(t)
+    render_coverage_headline(result, console)
 
     reader = result.get("reader")
-    title = "hit@k and mean tokens served per budget"
+    title = "gold-line coverage, pointer coverage, symbol and file hit@k, tokens per budget"
     if reader:
         title += f"; reader {reader['backend']} ({reader['model']}): F1 and its tokens"
     t = Table(title=title)
     t.add_column("strategy")
     t.add_column("budget", justify="right")
-    cols = ["hit@1", "hit@3", "hit@5", "tokens"]
+    cols = ["coverage", "pointer cov", "sym@1", "sym@3", "hit@1", "hit@3", "hit@5", "tokens"]
     if reader:
         cols += ["reader F1", "reader P", "reader R", "reader in+out"]
     for col in cols:
@@ -332,6 +482,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     for name, info in result["strategies"].items():
         for i, r in enumerate(info["by_budget"]):
             cells = [
+                *(_fmt3(r.get(k)) for k in ("coverage", "pointer_coverage")),
+                *(_fmt3(r.get(k)) for k in ("symbol_hit@1", "symbol_hit@3")),
                 f"{r['hit@1']:.3f}",
                 f"{r['hit@3']:.3f}",
                 f"{r['hit@5']:.3f}",

@@ -14,9 +14,11 @@ notes) or a model backend; the bench reports sleep-time cost per family.
 
 Strategies here:
 
-* ``raw``: BM25 over raw code chunks, serving the chunks' code in rank order
-  (``path:start-end`` + code per chunk) while they fit; no sleep-time work.
+* ``raw``: the frozen baseline of ``sleepy_repo.bench.baselines``: BM25 over 40-line
+  windows of code with its own index, tokenizer and query words, serving the windows'
+  code in rank order (``path:start-end`` + code per window) while they fit.
 * ``paths``: BM25 over whole files (path + content), serving only the ranked path list.
+* ``whole-files``: the ``paths`` ranking, serving whole files (see ``baselines``).
 * ``static``: the product's own context on static notes (``retrieve.rank`` +
   ``retrieve.pack``), serving note text, then cited code. Query hits are not logged.
 * ``static-paths``: the ``static`` ranking, serving only the path list.
@@ -27,7 +29,8 @@ Strategies here:
   them. Modules outside ``paths`` (when given) keep static notes only.
 
 ``Served.text`` is exactly what was served (what a reader model reads; see
-``sleepy_repo.bench.reader``).
+``sleepy_repo.bench.reader``), and ``Served.items`` the same as spans (path, lines, kind,
+text, citations), which the line and symbol metrics of ``sleepy_repo.bench.gold`` score.
 """
 
 from __future__ import annotations
@@ -40,8 +43,12 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from sleepy_repo import api, retrieve
+from sleepy_repo.bench import baselines
 from sleepy_repo.bench.aider_map import AiderMap
+from sleepy_repo.bench.gold import ServedItem
 from sleepy_repo.errors import SleepyError
+from sleepy_repo.notes import source_lines
+from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.store import fts_text, path_words
 from sleepy_repo.tokens import count_tokens
 
@@ -57,6 +64,7 @@ class Served:
     files: list[str]  # the files the context cites, in context order (repeats allowed)
     tokens: int  # count_tokens of the served text
     text: str = ""  # the served text ("" when a strategy does not expose it)
+    items: list[ServedItem] = field(default_factory=list)  # what ``text`` is, as spans
 
 
 @dataclass
@@ -108,41 +116,95 @@ class _Simple:
         return None
 
 
-def _from_context(ctx: retrieve.Context) -> Served:
+def served_item(item: retrieve.ContextItem) -> ServedItem:
+    """A context item as the bench scores it. A ``code`` item's text is the code of its
+    lines (``ContextItem.render`` puts the ``path:start-end`` header above it)."""
+    return ServedItem(
+        path=item.path,
+        start_line=item.start_line,
+        end_line=item.end_line,
+        kind=item.kind,
+        text=item.text,
+        symbol=item.symbol,
+        citations=tuple((c.path, c.start_line, c.end_line) for c in item.citations),
+    )
+
+
+def from_context(ctx: retrieve.Context) -> Served:
     text = "\n".join(i.render() for i in ctx.items)
-    return Served(files=[i.path for i in ctx.items], tokens=ctx.tokens, text=text)
+    return Served(
+        files=[i.path for i in ctx.items],
+        tokens=ctx.tokens,
+        text=text,
+        items=[served_item(i) for i in ctx.items],
+    )
 
 
-def _from_paths(ctx: retrieve.Context) -> Served:
+def from_paths(ctx: retrieve.Context) -> Served:
     """A path-list context: its text is the paths, one per line (what was counted)."""
     paths = [i.path for i in ctx.items]
-    return Served(files=paths, tokens=ctx.tokens, text="\n".join(paths))
+    items = [ServedItem(path=p, start_line=1, end_line=1, kind="path", text=p) for p in paths]
+    return Served(files=paths, tokens=ctx.tokens, text="\n".join(paths), items=items)
 
 
 class RawChunks(_Simple):
+    """The frozen ``raw`` baseline (``sleepy_repo.bench.baselines``): its windows in rank
+    order, each served as ``path:start-end`` + its code (redacted) while it fits; one that
+    does not fit is skipped and smaller ones may follow."""
+
     name = "raw"
     family = "none"
-    description = "BM25 over raw code chunks, serving code; no sleep-time work"
+    description = "BM25 over 40-line code windows (frozen baseline), serving code"
+
+    def __init__(self) -> None:
+        self._index: baselines.RawIndex | None = None
+        self._root: Path | None = None
+
+    def index(self, env: StateEnv) -> baselines.RawIndex:
+        """The baseline's index of ``env``'s state (kept across states by blob sha)."""
+        scan = env.repo.config.scan
+        if self._index is None or self._root != env.root:
+            self.close()
+            self._index = baselines.RawIndex(scan.max_file_bytes)
+            self._root = env.root
+        self._index.sync(env.root, baselines.tracked_files(env.root, scan.exclude, scan.deny))
+        return self._index
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
-        with env.repo.store.read() as conn:
-            chunks = retrieve.bm25_chunks(conn, retrieve.query_terms(query))
-        rendered = [(c.path, f"{c.path}:{c.start_line}-{c.end_line}\n{c.text}") for c in chunks]
-        costed = [(path, text, count_tokens(text)) for path, text in rendered]
+        hits = self.index(env).search(query)
+        items = [
+            ServedItem(w.path, w.start_line, w.end_line, "code", redact_text(w.text)) for w in hits
+        ]
+        costed = [(i, count_tokens(_render_code(i))) for i in items]
         return [self._fill(costed, b) for b in budgets]
 
     @staticmethod
-    def _fill(rendered: list[tuple[str, str, int]], budget: int) -> Served:
-        """Chunks in rank order; one that does not fit is skipped, smaller ones may follow."""
-        files: list[str] = []
-        texts: list[str] = []
+    def _fill(costed: list[tuple[ServedItem, int]], budget: int) -> Served:
+        chosen: list[ServedItem] = []
         used = 0
-        for path, text, cost in rendered:
+        for item, cost in costed:
             if used + cost <= budget:
-                files.append(path)
-                texts.append(text)
+                chosen.append(item)
                 used += cost
-        return Served(files=files, tokens=used, text="\n\n".join(texts))
+        return _served_code(chosen, used)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        self._index, self._root = None, None
+
+
+def _render_code(item: ServedItem) -> str:
+    return f"{item.path}:{item.start_line}-{item.end_line}\n{item.text}"
+
+
+def _served_code(items: list[ServedItem], tokens: int) -> Served:
+    return Served(
+        files=[i.path for i in items],
+        tokens=tokens,
+        text="\n\n".join(_render_code(i) for i in items),
+        items=items,
+    )
 
 
 def file_body(chunk_texts: Sequence[str]) -> str:
@@ -167,9 +229,16 @@ class BM25Paths(_Simple):
         self._rows: dict[str, tuple[int, str]] = {}  # path -> (rowid, blob sha)
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        ranking = retrieve.Ranking(
+            files=[(p, 0.0) for p in self.ranked(env, query)], chunks=[], item_rank={}
+        )
+        return [from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+
+    def ranked(self, env: StateEnv, query: str) -> list[str]:
+        """The indexed modules by whole-file BM25, best first (at most 200)."""
         conn = self._sync(env.repo)
         terms = retrieve.query_terms(query)
-        paths = (
+        return (
             [
                 r[0]
                 for r in conn.execute(
@@ -181,8 +250,6 @@ class BM25Paths(_Simple):
             if terms
             else []
         )
-        ranking = retrieve.Ranking(files=[(p, 0.0) for p in paths], chunks=[], item_rank={})
-        return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
     def _sync(self, repo: api.Repo) -> sqlite3.Connection:
         """The whole-file index of ``repo``'s indexed modules now (re-indexing only the
@@ -223,6 +290,58 @@ class BM25Paths(_Simple):
         self._conn, self._store, self._rows = None, None, {}
 
 
+class WholeFiles(BM25Paths):
+    """Whole files in the ``paths`` ranking, each served as its path on a line and then
+    its content (redacted; deny-listed files are passed over), while they fit. The first
+    file that does not fit whole is served truncated to its first lines that fit (if any
+    does), and serving stops there."""
+
+    name = "whole-files"
+    family = "none"
+    description = "the paths ranking, serving whole files (the last one truncated)"
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        deny = DenyList(env.repo.config.scan.deny)
+        files: list[tuple[str, list[str]]] = []
+        for path in self.ranked(env, query):
+            if deny.denied(path):
+                continue
+            try:
+                text = (env.root / path).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            files.append((path, source_lines(redact_text(text))))
+        return [self._fill(files, b) for b in budgets]
+
+    @staticmethod
+    def _fill(files: list[tuple[str, list[str]]], budget: int) -> Served:
+        chosen: list[ServedItem] = []
+        used = 0
+        for path, lines in files:
+            if not lines:
+                continue
+            item = ServedItem(path, 1, len(lines), "code", "\n".join(lines))
+            cost = count_tokens(_render_code(item))
+            if used + cost <= budget:
+                chosen.append(item)
+                used += cost
+                continue
+            lo, hi = 0, len(lines)  # the most lines that fit: binary search
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                part = ServedItem(path, 1, mid, "code", "\n".join(lines[:mid]))
+                if used + count_tokens(_render_code(part)) <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            if lo:
+                part = ServedItem(path, 1, lo, "code", "\n".join(lines[:lo]))
+                chosen.append(part)
+                used += count_tokens(_render_code(part))
+            break
+        return _served_code(chosen, used)
+
+
 class StaticNotes(_Simple):
     name = "static"
     family = "static"
@@ -231,7 +350,7 @@ class StaticNotes(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
             ranking = retrieve.rank(conn, query)
-            return [_from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
+            return [from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
 
 
 class StaticPaths(_Simple):
@@ -242,7 +361,7 @@ class StaticPaths(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
             ranking = retrieve.rank(conn, query)
-        return [_from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
+        return [from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
 
 class ModelNotes(_Simple):
@@ -277,19 +396,27 @@ class ModelNotes(_Simple):
             raise StrategyError(f"no store of {self.family} notes at state {env.state[:10]}")
         with repo.store.read() as conn:
             ranking = retrieve.rank(conn, query)
-            return [_from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
+            return [from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
 
 
 #: name -> strategy.
 REGISTRY: dict[str, Strategy] = {
     "raw": RawChunks(),
     "paths": BM25Paths(),
+    "whole-files": WholeFiles(),
     "aider-map": AiderMap(),
     "static": StaticNotes(),
     "static-paths": StaticPaths(),
     "model": ModelNotes(),
 }
-DEFAULT_STRATEGIES: tuple[str, ...] = ("raw", "paths", "static", "static-paths", "aider-map")
+DEFAULT_STRATEGIES: tuple[str, ...] = (
+    "raw",
+    "paths",
+    "whole-files",
+    "static",
+    "static-paths",
+    "aider-map",
+)
 
 
 def select(
