@@ -1,22 +1,27 @@
-"""Retrieve: rank modules for a question by fusing every signal, then pack a token budget.
+"""Retrieve: rank files and the units inside them for a question, then pack a token budget
+with a short map and the code that matters (DESIGN §5).
 
-"Rank with everything; serve what is compact" (DESIGN §5). Files are ranked by reciprocal
-rank fusion of:
+Files are ranked by reciprocal rank fusion of BM25 over raw code chunks (each file scored by
+its three best chunks, and the chunks themselves), BM25 over note items (text, predicted
+questions, symbol names) of current notes, exact symbol-name matches of identifiers in the
+question and path matches of its words, then nudged along the import graph.
 
-* BM25 over whole files (path + content),
-* BM25 over raw code chunks,
-* BM25 over note items (text, predicted questions, symbol names) of current notes,
-* exact symbol-name matches of identifiers in the question,
-* path matches of words in the question,
+Units (``sleepy_repo.units``: symbols, and module-level stretches between them) of the top
+``UNIT_FILES`` files are ranked by fusing, at the unit level: BM25 over each unit's code
+(among the candidates), exact identifier matches of the unit's name, note items attached to
+the unit (by symbol or line), and the rank of its file.
 
-then nudged along the import graph. The context is packed in passes: one item per ranked
-file first (its best-matching note item, else its summary), then more items of the top
-files, then cited code spans while budget remains. Every item carries its citations and its
-``stale`` flag. Token counts use ``tokens.count_tokens`` on the rendered item.
+A budget buys, in order: a map (the top files, one line each from their summary note; at
+most ``MAP_SHARE`` of the budget, or the whole budget up to ``MAP_ONLY``), then the code of
+the top units in rank order, a long unit trimmed to the window around the lines that match,
+windows of one file merged when they touch, each item citing its exact lines. Code is
+redacted and never served from a deny-listed file. Token counts use
+``tokens.count_tokens`` on the rendered item.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections import defaultdict
@@ -29,6 +34,7 @@ from sleepy_repo.notes import Citation, NoteItem
 from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
 from sleepy_repo.tokens import count_tokens
+from sleepy_repo.units import SymbolSpan, Unit, best_window, units_of
 
 SCHEMA_VERSION = 1
 RRF_K = 60
@@ -42,9 +48,16 @@ FUSION_WEIGHTS: dict[str, float] = {
 GRAPH_WEIGHT = 0.25  # chosen by a sweep on click, httpx and cobra localization (README)
 GRAPH_TOP = 10
 FILE_CHUNKS = 3  # a file's best chunks that make its score (``file_evidence``)
-COMPACT_TOKENS = 60  # pass 1 prefers an item this small, so more files fit a small budget
-DEPTH = 3  # note items per file in pass 2
 MAX_TERMS = 32
+UNIT_FILES = 8  # the top files whose units are ranked
+UNIT_RRF_K = 10  # units: a smaller k than files', so the first ranks weigh more
+UNIT_WEIGHTS: dict[str, float] = {"code": 1.0, "file": 1.0, "symbols": 1.5, "notes": 0.7}
+MAP_SHARE = 0.15  # of a budget, at most, for the map
+MAP_ONLY = 300  # budgets up to this buy the map alone
+MAP_FILES = 8
+MAP_LINE_CHARS = 110  # a map line's note text is cut to about this
+WINDOW_LINES = 40  # a unit longer than this is served as the window that matches best
+MIN_WINDOW_LINES = 6  # a window cut shorter than this to fit the budget is not served
 
 _STOPWORDS_TEXT = """
     a an and are as at be but by can could did do does for from had has have how i if in
@@ -350,30 +363,168 @@ def _graph_nudge(conn: sqlite3.Connection, scores: dict[str, float]) -> None:
         scores[n] = scores.get(n, 0.0) + b
 
 
+@dataclass(frozen=True)
+class RankedUnit:
+    unit: Unit
+    score: float
+
+
 @dataclass
 class Ranking:
     files: list[tuple[str, float]]
     chunks: list[Chunk]
     item_rank: dict[int, int]  # note item id -> rank among matches
+    units: list[RankedUnit] = field(default_factory=list)
+    terms: list[str] = field(default_factory=list)
+    lines: dict[str, list[str]] = field(default_factory=dict)  # code of the ranked files
 
 
-def rank(conn: sqlite3.Connection, question: str) -> Ranking:
+def rank(
+    conn: sqlite3.Connection, question: str, *, unit_weights: dict[str, float] | None = None
+) -> Ranking:
     terms = query_terms(question)
     chunks = bm25_chunks(conn, terms)
     items = bm25_items(conn, terms)
+    names = identifiers(question)
     lists = {
         "files": file_evidence(chunks),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
-        "symbols": symbol_matches(conn, identifiers(question)),
+        "symbols": symbol_matches(conn, names),
         "paths": path_matches(_path_candidates(conn, terms), terms),
     }
     scores = fuse(lists)
     _graph_nudge(conn, scores)
     files = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return Ranking(
-        files=files, chunks=chunks, item_rank={iid: r for r, (iid, _) in enumerate(items)}
+    ranking = Ranking(
+        files=files,
+        chunks=chunks,
+        item_rank={iid: r for r, (iid, _) in enumerate(items)},
+        terms=terms,
     )
+    top = [p for p, _ in files[:UNIT_FILES]]
+    ranking.lines = {p: file_lines(conn, p) for p in top}
+    ranking.units = rank_units(
+        conn, top, ranking.lines, terms, names, items, unit_weights or UNIT_WEIGHTS
+    )
+    return ranking
+
+
+def file_lines(conn: sqlite3.Connection, path: str) -> list[str]:
+    """A module's code, from its stored chunks (lines no chunk holds were blank)."""
+    lines: list[str] = []
+    for start, text in conn.execute(
+        "SELECT start_line, text FROM chunks WHERE path = ? ORDER BY start_line", (path,)
+    ):
+        part = text.split("\n")
+        if len(lines) < start - 1 + len(part):
+            lines.extend([""] * (start - 1 + len(part) - len(lines)))
+        lines[start - 1 : start - 1 + len(part)] = part
+    return lines
+
+
+def _symbols(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
+    return [
+        SymbolSpan(q, s, e)
+        for q, s, e in conn.execute(
+            "SELECT qualname, start_line, end_line FROM symbols WHERE path = ?", (path,)
+        )
+    ]
+
+
+def rank_units(
+    conn: sqlite3.Connection,
+    paths: list[str],
+    lines: dict[str, list[str]],
+    terms: list[str],
+    names: list[str],
+    items: list[tuple[int, str]],
+    weights: dict[str, float],
+) -> list[RankedUnit]:
+    """The units of ``paths`` (best file first), ranked by weighted reciprocal rank fusion
+    of the unit-level signals (see the module docstring)."""
+    units = [u for p in paths for u in units_of(p, _symbols(conn, p), lines[p])]
+    if not units:
+        return []
+    by_id = dict(enumerate(units))
+    lists: dict[str, list[int]] = {}
+    # BM25 over the candidates' code, in a temporary index of this connection
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.unit_fts USING fts5(text, "
+        "tokenize='porter unicode61')"
+    )
+    conn.execute("DELETE FROM temp.unit_fts")
+    conn.executemany(
+        "INSERT INTO temp.unit_fts(rowid, text) VALUES (?, fts_text(?))",
+        [
+            (i, "\n".join(lines[u.path][u.start_line - 1 : u.end_line]))
+            for i, u in by_id.items()
+        ],
+    )
+    lists["code"] = (
+        [
+            r[0]
+            for r in conn.execute(
+                "SELECT rowid FROM temp.unit_fts WHERE unit_fts MATCH ? ORDER BY bm25(unit_fts)",
+                (fts_query(terms),),
+            )
+        ]
+        if terms
+        else []
+    )
+    code_pos = {uid: r for r, uid in enumerate(lists["code"])}
+    # the file's rank, then the code's within a file
+    file_pos = {p: r for r, p in enumerate(paths)}
+    lists["file"] = sorted(
+        by_id, key=lambda i: (file_pos[by_id[i].path], code_pos.get(i, len(code_pos)), i)
+    )
+    # identifiers of the question naming the unit's symbol
+    wanted = {n.lower(): _looks_like_code(n) for n in names}
+    lists["symbols"] = [
+        i
+        for i, u in by_id.items()
+        if u.symbol is not None
+        and (leaf := u.symbol.rsplit(".", 1)[-1]).lower() in wanted
+        and (wanted[leaf.lower()] or leaf in names)
+    ]
+    # note items matched by the question, attached to the unit by symbol or by line
+    in_top = [iid for iid, p in items if p in file_pos][:200]
+    lists["notes"] = []
+    if in_top:
+        rows = conn.execute(
+            f"SELECT id, path, start_line, symbol FROM note_items WHERE id IN ({_in(len(in_top))})",
+            in_top,
+        ).fetchall()
+        where = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        by_path: dict[str, list[int]] = defaultdict(list)
+        for i, u in by_id.items():
+            by_path[u.path].append(i)
+        seen: set[int] = set()
+        for iid in in_top:
+            if iid not in where:
+                continue
+            path, line, symbol = where[iid]
+            uid = next(
+                (i for i in by_path[path] if symbol and by_id[i].symbol == symbol),
+                next(
+                    (
+                        i
+                        for i in by_path[path]
+                        if by_id[i].start_line <= line <= by_id[i].end_line
+                    ),
+                    None,
+                ),
+            )
+            if uid is not None and uid not in seen:
+                seen.add(uid)
+                lists["notes"].append(uid)
+    scores: dict[int, float] = defaultdict(float)
+    for name, ranked in lists.items():
+        w = weights.get(name, 0.0)
+        for r, uid in enumerate(ranked, 1):
+            scores[uid] += w / (UNIT_RRF_K + r)
+    order = sorted(by_id, key=lambda i: (-scores[i], i))
+    return [RankedUnit(by_id[i], scores[i]) for i in order]
 
 
 # -- serving -------------------------------------------------------------------------------
@@ -453,102 +604,132 @@ def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
     )
 
 
+def _common_symbol(a: str | None, b: str | None) -> str | None:
+    """The symbol of a window merged from windows of ``a`` and ``b``: the outer one when
+    one holds the other (``C`` and ``C.f``: ``C``), else None (Go methods share a prefix
+    with their type but stand outside its span)."""
+    if a is None or b is None:
+        return None
+    if a == b or b.startswith(a + "."):
+        return a
+    if a.startswith(b + "."):
+        return b
+    return None
+
+
+def map_line(conn: sqlite3.Connection, path: str) -> NoteItem | None:
+    """The file's summary note (a model's if it wrote one), cut to its first sentence."""
+    summaries = _active_items(conn, path, lambda r: r["kind"] == "summary")
+    if not summaries:
+        return None
+    item = summaries[0][1]
+    text = " ".join(item.text.split())
+    if text.startswith(path + " ("):  # a static summary's "path (lang, N lines)." opening
+        text = text.split(". ", 1)[1] if ". " in text else ""
+    if len(text) > MAP_LINE_CHARS:
+        cut = text.rfind(". ", 0, MAP_LINE_CHARS)
+        text = text[: cut + 1] if cut > 0 else text[: MAP_LINE_CHARS].rsplit(" ", 1)[0] + "…"
+    if not text:
+        return None
+    return dataclasses.replace(item, kind="summary", text=text, question=None)
+
+
 def pack(
     ranking: Ranking,
     conn: sqlite3.Connection,
     question: str,
     budget: int,
     *,
-    max_files: int = 40,
     deny: DenyList | None = None,
 ) -> Context:
-    """Pack the best items within ``budget``. Code is served redacted, and never from a
-    deny-listed file (what is served goes on to an agent's model)."""
+    """A map of the top files, then the code of the top units, within ``budget``. Code is
+    served redacted, and never from a deny-listed file (what is served goes on to an
+    agent's model)."""
     ctx = Context(question=question, budget=budget, ranking=ranking.files)
-    files = ranking.files[:max_files]
-    chosen: dict[str, list[ContextItem]] = defaultdict(list)
+    score_of = dict(ranking.files)
     used = 0
 
     def cost(item: ContextItem) -> int:
         return count_tokens(item.render())
 
-    def add(path: str, item: ContextItem, n: int) -> None:
-        nonlocal used
-        chosen[path].append(item)
+    # 1. the map
+    map_budget = budget if budget <= MAP_ONLY else int(budget * MAP_SHARE)
+    for path, score in ranking.files[:MAP_FILES]:
+        note = map_line(conn, path)
+        if note is None:
+            continue
+        item = _to_item(path, note, score)
+        n = cost(item)
+        if used + n > map_budget:
+            break
+        ctx.items.append(item)
         used += n
+    if budget <= MAP_ONLY:
+        ctx.tokens = used
+        return ctx
 
-    # the notes of the matched items, so each file reads only the items it may serve
-    ids_by_note: dict[int, list[int]] = defaultdict(list)
-    matched_ids = list(ranking.item_rank)
-    for i in range(0, len(matched_ids), 500):
-        batch = matched_ids[i : i + 500]
-        for iid, note_id in conn.execute(
-            f"SELECT id, note_id FROM note_items WHERE id IN ({_in(len(batch))})", batch
-        ):
-            ids_by_note[note_id].append(iid)
+    # 2. the code of the top units
+    code: list[ContextItem] = []
+    costs: list[int] = []
 
-    def ordered(path: str, score: float) -> list[tuple[ContextItem, int]]:
-        # the matched items, best first, then the summaries (ids are unique, so an item is
-        # either matched or a summary to add)
-        items = _wanted_items(conn, path, ids_by_note)
-        matched = sorted(
-            (x for x in items if x[0] in ranking.item_rank), key=lambda x: ranking.item_rank[x[0]]
-        )
-        summary = [x for x in items if x[1].kind == "summary" and x[0] not in ranking.item_rank]
-        out = [_to_item(path, item, score) for _, item in matched + summary]
-        return [(i, cost(i)) for i in out]
-
-    # a file's queue is built when pass 1 reaches it: the files after the one that ends
-    # the pass are not served at all, so their items are never read
-    queues: dict[str, list[tuple[ContextItem, int]]] = {}
-    # pass 1: one compact item per file, strictly in rank order (a file whose item does not
-    # fit ends the pass, so the order of files served is the ranking's)
-    for path, score in files:
-        queue = queues[path] = ordered(path, score)
-        if not queue:
-            continue
-        pick = next((x for x in queue if x[1] <= COMPACT_TOKENS), min(queue, key=lambda x: x[1]))
-        if used + pick[1] > budget:
-            break
-        queue.remove(pick)
-        add(path, *pick)
-    # pass 2: up to DEPTH items for each file already served, in rank order
-    for path, _ in files:
-        if not chosen[path]:
-            continue
-        for item, n in list(queues[path]):
-            if len(chosen[path]) >= DEPTH:
-                break
-            if used + n <= budget:
-                queues[path].remove((item, n))
-                add(path, item, n)
-    # pass 3: code of the best chunks in files already served
-    served = {p for p, v in chosen.items() if v}
-    score_of = dict(files)
-    for chunk in ranking.chunks:
-        if budget - used < 20:
-            break
-        if chunk.path not in served or not chunk.servable:
-            continue
-        if deny is not None and deny.denied(chunk.path):
-            continue
-        code = ContextItem(
-            path=chunk.path,
-            start_line=chunk.start_line,
-            end_line=chunk.end_line,
-            symbol=chunk.symbol,
+    def code_item(path: str, start: int, end: int, symbol: str | None) -> ContextItem:
+        text = "\n".join(ranking.lines[path][start - 1 : end])
+        return ContextItem(
+            path=path,
+            start_line=start,
+            end_line=end,
+            symbol=symbol,
             kind="code",
-            text=redact_text(chunk.text),
+            text=redact_text(text),
             generated=False,
             stale=False,
-            score=score_of.get(chunk.path, 0.0),
-            citations=[Citation(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, "")],
+            score=score_of.get(path, 0.0),
+            citations=[Citation(path, start, end, symbol, "")],
         )
-        n = cost(code)
-        if used + n <= budget:
-            add(chunk.path, code, n)
-    for path, _ in files:
-        ctx.items.extend(chosen.get(path, []))
+
+    for ranked in ranking.units:
+        left = budget - used
+        if left < 20:
+            break
+        u = ranked.unit
+        if deny is not None and deny.denied(u.path):
+            continue
+        unit_lines = ranking.lines[u.path][u.start_line - 1 : u.end_line]
+        size = min(len(unit_lines), WINDOW_LINES)
+        while size >= min(MIN_WINDOW_LINES, len(unit_lines)):
+            s, e = best_window(unit_lines, ranking.terms, size)
+            start, end = u.start_line + s, u.start_line + e - 1
+            # merge with a window of the same file that it touches
+            touching = next(
+                (
+                    k
+                    for k, c in enumerate(code)
+                    if c.path == u.path and start <= c.end_line + 1 and end >= c.start_line - 1
+                ),
+                None,
+            )
+            if touching is not None:
+                old = code[touching]
+                lo, hi = min(start, old.start_line), max(end, old.end_line)
+                item = code_item(u.path, lo, hi, _common_symbol(old.symbol, u.symbol))
+                n = cost(item) - costs[touching]
+            else:
+                item = code_item(u.path, start, end, u.symbol)
+                n = cost(item)
+            if n <= left:
+                if touching is not None:
+                    code[touching], costs[touching] = item, costs[touching] + n
+                else:
+                    code.append(item)
+                    costs.append(n)
+                used += n
+                break
+            # too big: try the window that the tokens left would pay for
+            smaller = int(size * left / max(n, 1)) - 1
+            if smaller >= size:
+                smaller = size - 1
+            size = smaller
+    ctx.items.extend(code)
     ctx.tokens = used
     return ctx
 

@@ -1,4 +1,5 @@
-"""Every item `context` returns cites a real span: a parsed symbol's, or the module header's."""
+"""Every item `context` returns cites a real span: a note item a parsed symbol's or the module
+header's; a code item exactly the lines it carries, inside the symbol it names."""
 
 from __future__ import annotations
 
@@ -50,6 +51,27 @@ def check_span(repo: Path, path: str, start: int, end: int, symbol: str | None) 
     assert in_header or in_symbol, f"{path}:{start}-{end} is neither header nor symbol span"
 
 
+def check_code(repo: Path, item: dict[str, object]) -> None:
+    """A code item carries exactly lines start..end of its file, and the symbol it names
+    (with its decorators and doc comments) holds those lines."""
+    path, start, end = str(item["path"]), int(item["start_line"]), int(item["end_line"])  # type: ignore[call-overload]
+    source = (repo / path).read_text()
+    lines = source.splitlines()
+    assert item["text"] == "\n".join(lines[start - 1 : end]), (path, start, end)
+    symbol = item["symbol"]
+    if symbol is not None:
+        lang = language_for_path(path)
+        assert lang
+        sym = parse_module(path, source.encode(), lang).symbol(str(symbol))
+        assert sym is not None, f"{path}: {symbol} is not a parsed symbol"
+        assert start <= sym.end_line and end >= sym.start_line, (path, symbol, start, end)
+        above = lines[start - 1 : sym.start_line - 1]  # what the item holds above the symbol
+        assert all(x.lstrip().startswith(("@", "/", "*", "#")) for x in above), above
+    assert item["citations"] == [
+        {"path": path, "start_line": start, "end_line": end, "symbol": symbol}
+    ]
+
+
 @pytest.mark.parametrize("fixture", sorted(QUESTIONS))
 def test_every_context_item_cites_a_parsed_span(make_repo, cli: CLI, fixture: str) -> None:
     repo = make_repo(fixture)
@@ -62,6 +84,10 @@ def test_every_context_item_cites_a_parsed_span(make_repo, cli: CLI, fixture: st
             assert ctx["items"], question
             for item in ctx["items"]:
                 assert item["kind"] in {"summary", "qa", "fact", "symbol", "code"}
+                if item["kind"] == "code":
+                    check_code(repo, item)
+                    checked += 1
+                    continue
                 check_span(repo, item["path"], item["start_line"], item["end_line"], item["symbol"])
                 assert item["citations"]
                 for c in item["citations"]:

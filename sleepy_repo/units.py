@@ -1,0 +1,136 @@
+"""Units: the pieces of a module that a question's answer is made of, and the window of a
+long unit that matters to a question.
+
+A unit is a symbol (function, method, small class) or a module-level stretch between
+symbols. A symbol longer than ``UNIT_MAX_LINES`` that contains other symbols is not one
+unit: its own lines (a class's header, docstring and attributes) are, and so is each of its
+children, recursively. Blank stretches are no unit. ``units_of`` covers every non-blank line
+of a module exactly once.
+
+``best_window`` picks the ``size`` consecutive lines of a unit with the most question words
+(ties: the earliest), so a long function is served around the lines that match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+UNIT_MAX_LINES = 60
+
+
+@dataclass(frozen=True)
+class SymbolSpan:
+    qualname: str
+    start_line: int
+    end_line: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    symbol: str | None  # the symbol it belongs to; None for module-level code
+
+    @property
+    def lines(self) -> int:
+        return self.end_line - self.start_line + 1
+
+
+def units_of(path: str, symbols: Sequence[SymbolSpan], lines: Sequence[str]) -> list[Unit]:
+    """The units of a module (see the module docstring), in line order."""
+    n = len(lines)
+    spans = sorted(
+        (s for s in symbols if 1 <= s.start_line <= n and s.end_line >= s.start_line),
+        key=lambda s: (s.start_line, -s.end_line),
+    )
+    out: list[Unit] = []
+
+    def stretch(start: int, end: int, symbol: str | None) -> None:
+        """Units of the lines start..end owned by ``symbol``, blank edges trimmed."""
+        while start <= end and not lines[start - 1].strip():
+            start += 1
+        while end >= start and not lines[end - 1].strip():
+            end -= 1
+        if start <= end:
+            out.append(Unit(path, start, end, symbol))
+
+    def walk(start: int, end: int, owner: str | None, inside: list[SymbolSpan]) -> None:
+        """Cover start..end, where ``inside`` are the symbols strictly within it."""
+        cursor = start
+        i = 0
+        while i < len(inside):
+            sym = inside[i]
+            s_end = min(sym.end_line, end)
+            children = []
+            j = i + 1
+            while j < len(inside) and inside[j].start_line <= s_end:
+                children.append(inside[j])
+                j += 1
+            # decorators and doc comments just above a symbol belong to it
+            s_start = sym.start_line
+            while s_start - 1 >= cursor and _attached(lines[s_start - 2]):
+                s_start -= 1
+            if s_start > cursor:
+                stretch(cursor, s_start - 1, owner)
+            if children and s_end - sym.start_line + 1 > UNIT_MAX_LINES:
+                stretch(s_start, sym.start_line - 1, sym.qualname)
+                walk(sym.start_line, s_end, sym.qualname, children)
+            else:
+                stretch(s_start, s_end, sym.qualname)
+            cursor = max(cursor, s_end + 1)
+            i = j
+        if cursor <= end:
+            stretch(cursor, end, owner)
+
+    walk(1, n, None, spans)
+    return out
+
+
+def _attached(line: str) -> bool:
+    """A decorator or doc-comment line, which belongs to the symbol below it."""
+    t = line.lstrip()
+    return t.startswith(("@", "///", "//", "#[", "/**", "* ", "*/")) or t == "*"
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def line_words(line: str) -> set[str]:
+    """Lower-case words of a code line, identifiers split at ``_`` and camelCase."""
+    words: set[str] = set()
+    for raw in _WORD.findall(line):
+        for part in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", raw) or [raw]:
+            if len(part) >= 2:
+                words.add(part.lower())
+    return words
+
+
+def _matches(words: set[str], terms: Sequence[str]) -> int:
+    """How many question terms a line has (a term matches a word it is a prefix of, or
+    that is a prefix of it, from 4 letters: ``environment`` ~ ``environ``)."""
+    hits = 0
+    for t in terms:
+        if t in words or (
+            len(t) >= 4 and any(w.startswith(t) or (len(w) >= 4 and t.startswith(w)) for w in words)
+        ):
+            hits += 1
+    return hits
+
+
+def best_window(lines: Sequence[str], terms: Sequence[str], size: int) -> tuple[int, int]:
+    """0-based (start, end-exclusive) of the ``size`` consecutive lines with the most
+    question-term matches; the first ``size`` lines when nothing matches."""
+    n = len(lines)
+    if size >= n:
+        return 0, n
+    score = [_matches(line_words(line), terms) for line in lines]
+    total = sum(score[:size])
+    best, best_at = total, 0
+    for start in range(1, n - size + 1):
+        total += score[start + size - 1] - score[start - 1]
+        if total > best:
+            best, best_at = total, start
+    return best_at, best_at + size
