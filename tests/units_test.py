@@ -73,6 +73,6 @@ def test_the_window_holds_the_matching_lines() -> None:
     lines[70] = "value = os.environ.get(envvar)"
     lines[72] = "resolve_envvar_value(ctx)"
     start, end = best_window(lines, ["envvar", "environment"], 10)
-    assert end - start == 10 and start <= 70 and 72 < end
+    assert end - start == 10 and start <= 70 and end > 72
     assert best_window(lines, ["nothing"], 10) == (0, 10)
     assert best_window(lines[:5], ["envvar"], 10) == (0, 5)
