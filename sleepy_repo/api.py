@@ -35,6 +35,7 @@ from sleepy_repo.config import (
     user_config_path,
 )
 from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
+from sleepy_repo.history import update_history
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
@@ -203,6 +204,8 @@ def refresh(
             progress=(lambda d, t: progress("index", d, t)) if progress else None,
         )
         changed = {c.path for c in report.changed}
+        if repo.is_git:
+            update_history(repo.root, repo.store)  # history notes of new and changed modules
         recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
         imported = import_mirrors(repo)  # notes committed with the code: no model call for them
         force = report.affected
@@ -399,6 +402,10 @@ def status(repo: Repo) -> dict[str, Any]:
         }
         queue = _queue_json(conn)
         failed_jobs = _failed_json(conn)
+        history = {
+            "modules": conn.execute("SELECT count(*) FROM history_files").fetchone()[0],
+            "stretches": conn.execute("SELECT count(*) FROM history").fetchone()[0],
+        }
         sleeper = repo.store.get_meta(conn, "sleeper", None)
         payoff = _payoff_json(conn, repo.config.sleep.payoff_after_days)
     return {
@@ -424,6 +431,7 @@ def status(repo: Repo) -> dict[str, Any]:
         "queued": jobs.get("queued", 0),
         "failed": jobs.get("failed", 0),
         "failed_jobs": failed_jobs,
+        "history": history,
         "batched": jobs.get("batched", 0),
         "local_backend_off": _local_off(),
         "spent": {
@@ -598,6 +606,7 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
                     "items": [_item_json(rel, i) for i in items],
                 }
             )
+        history = repo.store.module_history(conn, rel)
     return {
         "schema_version": SCHEMA_VERSION,
         "path": rel,
@@ -607,6 +616,7 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
         "reason": row["reason"],
         "warning": row["warning"],
         "notes": notes,
+        "history": history,
     }
 
 

@@ -224,6 +224,10 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
             why = ", ".join(f"{k} {v:+.2f}" for k, v in q["reasons"].items() if v)
             error = f" [last error: {q['last_error']}]" if q["last_error"] else ""
             out.print(f"  {q['score']:6.2f}  {q['path']}  ({q['reason']}: {why}){error}")
+    out.print(
+        f"history notes: {s['history']['modules']} modules, {s['history']['stretches']} "
+        "stretches of lines by the commit that last changed them"
+    )
     for f in s["failed_jobs"][:10]:
         out.print(f"  failed {f['path']} ({f['backend']}): {f['error']}")
     if s["local_backend_off"]:
@@ -249,6 +253,10 @@ def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
         out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
     if n["status"] not in ("indexed", "overview"):
         out.print(f"skipped: {n['reason']}")
+    if n.get("history"):
+        out.print("\n## history (the commits that last changed its lines)")
+        for h in n["history"][:10]:
+            out.print(f"- {h['commit'][:10]} {h['summary']} ({h['lines']} lines)")
     for note in n["notes"]:
         out.print(f"\n## {note['backend']} {note['model']} ({note['origin']})")
         for item in note["items"]:

@@ -44,6 +44,7 @@ FUSION_WEIGHTS: dict[str, float] = {
     "notes": 1.0,
     "symbols": 1.5,
     "paths": 0.7,
+    "history": 0.5,
 }
 GRAPH_WEIGHT = 0.25  # chosen by a sweep on click, httpx and cobra localization (README)
 GRAPH_TOP = 10
@@ -51,11 +52,17 @@ FILE_CHUNKS = 3  # a file's best chunks that make its score (``file_evidence``)
 MAX_TERMS = 32
 UNIT_FILES = 8  # the top files whose units are ranked
 UNIT_RRF_K = 10  # units: a smaller k than files', so the first ranks weigh more
-UNIT_WEIGHTS: dict[str, float] = {"code": 1.0, "file": 1.0, "symbols": 1.5, "notes": 0.7}
+UNIT_WEIGHTS: dict[str, float] = {
+    "code": 1.0,
+    "file": 1.0,
+    "symbols": 1.5,
+    "notes": 0.7,
+    "history": 1.0,
+}
 MAP_SHARE = 0.15  # of a budget, at most, for the map
 MAP_ONLY = 300  # budgets up to this buy the map alone
 MAP_FILES = 8
-MAP_LINE_CHARS = 110  # a map line's note text is cut to about this
+MAP_LINE_CHARS = 60  # a map line's note text is cut to about this
 WINDOW_LINES = 40  # a unit longer than this is served as the window that matches best
 MIN_WINDOW_LINES = 6  # a window cut shorter than this to fit the budget is not served
 
@@ -386,12 +393,14 @@ def rank(
     chunks = bm25_chunks(conn, terms)
     items = bm25_items(conn, terms)
     names = identifiers(question)
+    history = NoteStore.history_matches(conn, fts_query(terms)) if terms else []
     lists = {
         "files": file_evidence(chunks),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
         "symbols": symbol_matches(conn, names),
         "paths": path_matches(_path_candidates(conn, terms), terms),
+        "history": [h[0] for h in history],
     }
     scores = fuse(lists)
     _graph_nudge(conn, scores)
@@ -405,7 +414,7 @@ def rank(
     top = [p for p, _ in files[:UNIT_FILES]]
     ranking.lines = {p: file_lines(conn, p) for p in top}
     ranking.units = rank_units(
-        conn, top, ranking.lines, terms, names, items, unit_weights or UNIT_WEIGHTS
+        conn, top, ranking.lines, terms, names, items, history, unit_weights or UNIT_WEIGHTS
     )
     return ranking
 
@@ -439,6 +448,7 @@ def rank_units(
     terms: list[str],
     names: list[str],
     items: list[tuple[int, str]],
+    history: list[tuple[str, int, int, str]],
     weights: dict[str, float],
 ) -> list[RankedUnit]:
     """The units of ``paths`` (best file first), ranked by weighted reciprocal rank fusion
@@ -490,15 +500,15 @@ def rank_units(
     # note items matched by the question, attached to the unit by symbol or by line
     in_top = [iid for iid, p in items if p in file_pos][:200]
     lists["notes"] = []
+    by_path: dict[str, list[int]] = defaultdict(list)
+    for i, u in by_id.items():
+        by_path[u.path].append(i)
     if in_top:
         rows = conn.execute(
             f"SELECT id, path, start_line, symbol FROM note_items WHERE id IN ({_in(len(in_top))})",
             in_top,
         ).fetchall()
         where = {r[0]: (r[1], r[2], r[3]) for r in rows}
-        by_path: dict[str, list[int]] = defaultdict(list)
-        for i, u in by_id.items():
-            by_path[u.path].append(i)
         seen: set[int] = set()
         for iid in in_top:
             if iid not in where:
@@ -518,6 +528,15 @@ def rank_units(
             if uid is not None and uid not in seen:
                 seen.add(uid)
                 lists["notes"].append(uid)
+    # history: the units holding lines last changed by commits whose subject matches
+    lists["history"] = []
+    seen_h: set[int] = set()
+    for path, start, end, _ in history:
+        for i in by_path.get(path, []):
+            u = by_id[i]
+            if u.start_line <= end and start <= u.end_line and i not in seen_h:
+                seen_h.add(i)
+                lists["history"].append(i)
     scores: dict[int, float] = defaultdict(float)
     for name, ranked in lists.items():
         w = weights.get(name, 0.0)
@@ -617,11 +636,12 @@ def _common_symbol(a: str | None, b: str | None) -> str | None:
     return None
 
 
-def map_line(conn: sqlite3.Connection, path: str) -> NoteItem | None:
-    """The file's summary note (a model's if it wrote one), cut to its first sentence."""
+def map_line(conn: sqlite3.Connection, path: str) -> NoteItem:
+    """The file's summary note (a model's if it wrote one), cut to its first sentence(s);
+    an empty one for a file without a summary, so the map lists every top file."""
     summaries = _active_items(conn, path, lambda r: r["kind"] == "summary")
     if not summaries:
-        return None
+        return NoteItem("summary", "", None, None, 1, 1, (Citation(path, 1, 1, None, ""),), False)
     item = summaries[0][1]
     text = " ".join(item.text.split())
     if text.startswith(path + " ("):  # a static summary's "path (lang, N lines)." opening
@@ -629,8 +649,6 @@ def map_line(conn: sqlite3.Connection, path: str) -> NoteItem | None:
     if len(text) > MAP_LINE_CHARS:
         cut = text.rfind(". ", 0, MAP_LINE_CHARS)
         text = text[: cut + 1] if cut > 0 else text[: MAP_LINE_CHARS].rsplit(" ", 1)[0] + "…"
-    if not text:
-        return None
     return dataclasses.replace(item, kind="summary", text=text, question=None)
 
 
@@ -655,10 +673,7 @@ def pack(
     # 1. the map
     map_budget = budget if budget <= MAP_ONLY else int(budget * MAP_SHARE)
     for path, score in ranking.files[:MAP_FILES]:
-        note = map_line(conn, path)
-        if note is None:
-            continue
-        item = _to_item(path, note, score)
+        item = _to_item(path, map_line(conn, path), score)
         n = cost(item)
         if used + n > map_budget:
             break

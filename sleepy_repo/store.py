@@ -23,7 +23,7 @@ import sqlite3
 import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring_ascii as _json_str
@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -198,6 +198,24 @@ DROP INDEX notes_path
 """,
     # how often a module's job crashed the local model's process (three fail the job)
     8: """ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0
+""",
+    # history notes (sleepy_repo.history): per module's blob, the lines each commit last
+    # changed with its subject, searchable
+    9: """CREATE TABLE history_files(
+  path TEXT PRIMARY KEY, blob_sha TEXT NOT NULL, head TEXT NOT NULL, dirty INTEGER NOT NULL
+);
+CREATE TABLE history(
+  id INTEGER PRIMARY KEY, path TEXT NOT NULL, start_line INTEGER NOT NULL,
+  end_line INTEGER NOT NULL, commit_sha TEXT NOT NULL, summary TEXT NOT NULL
+);
+CREATE INDEX history_path ON history(path);
+CREATE VIRTUAL TABLE history_fts USING fts5(
+  summary, content='history', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE TRIGGER history_ai AFTER INSERT ON history BEGIN INSERT INTO history_fts(rowid,
+  summary) VALUES (new.id, new.summary); END;
+CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(history_fts,
+  rowid, summary) VALUES ('delete', old.id, old.summary); END
 """,
 }
 
@@ -395,8 +413,88 @@ class NoteStore:
         )
         return {r["path"]: ModuleRow(*r) for r in rows}
 
+    # -- history notes (sleepy_repo.history) ---------------------------------------------
+    @staticmethod
+    def history_todo(conn: sqlite3.Connection, head: str) -> list[tuple[str, str]]:
+        """(path, blob) of indexed modules whose history is missing for their blob, or had
+        uncommitted lines when HEAD was another commit."""
+        return [
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT m.path, m.blob_sha FROM modules m LEFT JOIN history_files h "
+                "ON h.path = m.path WHERE m.status = 'indexed' AND (h.path IS NULL "
+                "OR h.blob_sha != m.blob_sha OR (h.dirty = 1 AND h.head != ?)) ORDER BY m.path",
+                (head,),
+            )
+        ]
+
+    @staticmethod
+    def put_history(
+        conn: sqlite3.Connection,
+        path: str,
+        blob: str,
+        head: str,
+        dirty: bool,
+        stretches: Iterable[Any],
+    ) -> None:
+        """Replace a module's history with ``stretches`` (``history.Stretch``)."""
+        conn.execute("DELETE FROM history WHERE path = ?", (path,))
+        conn.executemany(
+            "INSERT INTO history(path, start_line, end_line, commit_sha, summary) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(path, s.start_line, s.end_line, s.commit, s.summary) for s in stretches],
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO history_files(path, blob_sha, head, dirty) VALUES (?, ?, ?, ?)",
+            (path, blob, head, int(dirty)),
+        )
+
+    @staticmethod
+    def history_matches(
+        conn: sqlite3.Connection, query: str, limit: int = 300
+    ) -> list[tuple[str, int, int, str]]:
+        """(path, start, end, summary) of the history stretches whose commit subject best
+        matches the FTS ``query``, best first (only current blobs' history is kept)."""
+        if not query:
+            return []
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT rowid FROM history_fts WHERE history_fts MATCH ? "
+                "ORDER BY bm25(history_fts) LIMIT ?",
+                (query, limit),
+            )
+        ]
+        if not ids:
+            return []
+        rows = {
+            r[0]: (r[1], r[2], r[3], r[4])
+            for r in conn.execute(
+                "SELECT id, path, start_line, end_line, summary FROM history "
+                f"WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        return [rows[i] for i in ids if i in rows]
+
+    @staticmethod
+    def module_history(
+        conn: sqlite3.Connection, path: str, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The commits that last changed a module's lines, most lines first."""
+        return [
+            {"commit": r[0], "summary": r[1], "lines": r[2]}
+            for r in conn.execute(
+                "SELECT commit_sha, summary, sum(end_line - start_line + 1) AS n FROM history "
+                "WHERE path = ? GROUP BY commit_sha ORDER BY n DESC, commit_sha LIMIT ?",
+                (path, limit),
+            )
+        ]
+
     @staticmethod
     def delete_module(conn: sqlite3.Connection, path: str) -> None:
+        conn.execute("DELETE FROM history WHERE path = ?", (path,))
+        conn.execute("DELETE FROM history_files WHERE path = ?", (path,))
         conn.execute("DELETE FROM symbols WHERE path = ?", (path,))
         conn.execute("DELETE FROM edges WHERE src = ?", (path,))
         conn.execute("DELETE FROM refs WHERE path = ?", (path,))
