@@ -21,6 +21,7 @@ redacted and never served from a deny-listed file. Token counts use
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import sqlite3
@@ -34,7 +35,7 @@ from sleepy_repo.notes import Citation, NoteItem
 from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
 from sleepy_repo.tokens import count_tokens
-from sleepy_repo.units import SymbolSpan, Unit, best_window, units_of
+from sleepy_repo.units import SymbolSpan, Unit, best_window, bm25, units_of
 
 SCHEMA_VERSION = 1
 RRF_K = 60
@@ -387,23 +388,28 @@ class Ranking:
 
 
 def rank(
-    conn: sqlite3.Connection, question: str, *, unit_weights: dict[str, float] | None = None
+    conn: sqlite3.Connection, question: str, *, off: frozenset[str] = frozenset()
 ) -> Ranking:
+    """Files and units for ``question``; ``off`` names signals left out (the bench's
+    ablation rows: ``history``, ``notes``, ``symbols``, ``paths``, ``graph``)."""
     terms = query_terms(question)
     chunks = bm25_chunks(conn, terms)
-    items = bm25_items(conn, terms)
-    names = identifiers(question)
-    history = NoteStore.history_matches(conn, fts_query(terms)) if terms else []
+    items = bm25_items(conn, terms) if "notes" not in off else []
+    names = identifiers(question) if "symbols" not in off else []
+    history = (
+        NoteStore.history_matches(conn, fts_query(terms)) if terms and "history" not in off else []
+    )
     lists = {
         "files": file_evidence(chunks),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
         "symbols": symbol_matches(conn, names),
-        "paths": path_matches(_path_candidates(conn, terms), terms),
+        "paths": path_matches(_path_candidates(conn, terms), terms) if "paths" not in off else [],
         "history": [h[0] for h in history],
     }
     scores = fuse(lists)
-    _graph_nudge(conn, scores)
+    if "graph" not in off:
+        _graph_nudge(conn, scores)
     files = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     ranking = Ranking(
         files=files,
@@ -413,9 +419,7 @@ def rank(
     )
     top = [p for p, _ in files[:UNIT_FILES]]
     ranking.lines = {p: file_lines(conn, p) for p in top}
-    ranking.units = rank_units(
-        conn, top, ranking.lines, terms, names, items, history, unit_weights or UNIT_WEIGHTS
-    )
+    ranking.units = rank_units(conn, top, ranking.lines, terms, names, items, history)
     return ranking
 
 
@@ -441,6 +445,15 @@ def _symbols(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
     ]
 
 
+def _unit_at(by_id: dict[int, Unit], ids: list[int], line: int) -> int | None:
+    """The unit of ``ids`` (in line order) holding ``line``."""
+    starts = [by_id[i].start_line for i in ids]
+    k = bisect.bisect_right(starts, line) - 1
+    if k >= 0 and by_id[ids[k]].end_line >= line:
+        return ids[k]
+    return None
+
+
 def rank_units(
     conn: sqlite3.Connection,
     paths: list[str],
@@ -449,7 +462,6 @@ def rank_units(
     names: list[str],
     items: list[tuple[int, str]],
     history: list[tuple[str, int, int, str]],
-    weights: dict[str, float],
 ) -> list[RankedUnit]:
     """The units of ``paths`` (best file first), ranked by weighted reciprocal rank fusion
     of the unit-level signals (see the module docstring)."""
@@ -458,29 +470,12 @@ def rank_units(
         return []
     by_id = dict(enumerate(units))
     lists: dict[str, list[int]] = {}
-    # BM25 over the candidates' code, in a temporary index of this connection
-    conn.execute(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.unit_fts USING fts5(text, "
-        "tokenize='porter unicode61')"
+    # BM25 over the candidates' code
+    code_scores = bm25(
+        ["\n".join(lines[u.path][u.start_line - 1 : u.end_line]) for u in units], terms
     )
-    conn.execute("DELETE FROM temp.unit_fts")
-    conn.executemany(
-        "INSERT INTO temp.unit_fts(rowid, text) VALUES (?, fts_text(?))",
-        [
-            (i, "\n".join(lines[u.path][u.start_line - 1 : u.end_line]))
-            for i, u in by_id.items()
-        ],
-    )
-    lists["code"] = (
-        [
-            r[0]
-            for r in conn.execute(
-                "SELECT rowid FROM temp.unit_fts WHERE unit_fts MATCH ? ORDER BY bm25(unit_fts)",
-                (fts_query(terms),),
-            )
-        ]
-        if terms
-        else []
+    lists["code"] = sorted(
+        (i for i in by_id if code_scores[i] > 0), key=lambda i: (-code_scores[i], i)
     )
     code_pos = {uid: r for r, uid in enumerate(lists["code"])}
     # the file's rank, then the code's within a file
@@ -509,22 +504,15 @@ def rank_units(
             in_top,
         ).fetchall()
         where = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        of_symbol = {(u.path, u.symbol): i for i, u in reversed(by_id.items()) if u.symbol}
         seen: set[int] = set()
         for iid in in_top:
             if iid not in where:
                 continue
             path, line, symbol = where[iid]
-            uid = next(
-                (i for i in by_path[path] if symbol and by_id[i].symbol == symbol),
-                next(
-                    (
-                        i
-                        for i in by_path[path]
-                        if by_id[i].start_line <= line <= by_id[i].end_line
-                    ),
-                    None,
-                ),
-            )
+            uid = of_symbol.get((path, symbol)) if symbol else None
+            if uid is None:
+                uid = _unit_at(by_id, by_path[path], line)
             if uid is not None and uid not in seen:
                 seen.add(uid)
                 lists["notes"].append(uid)
@@ -539,7 +527,7 @@ def rank_units(
                 lists["history"].append(i)
     scores: dict[int, float] = defaultdict(float)
     for name, ranked in lists.items():
-        w = weights.get(name, 0.0)
+        w = UNIT_WEIGHTS.get(name, 0.0)
         for r, uid in enumerate(ranked, 1):
             scores[uid] += w / (UNIT_RRF_K + r)
     order = sorted(by_id, key=lambda i: (-scores[i], i))
@@ -580,34 +568,6 @@ def _active_items(
     return [(r["id"], item_from_row(r)) for r in rows if keep is None or keep(r)]
 
 
-def _wanted_items(
-    conn: sqlite3.Connection, path: str, ids_by_note: dict[int, list[int]]
-) -> list[tuple[int, NoteItem]]:
-    """``_active_items(conn, path, keep)`` where ``keep`` takes the summaries and the items
-    of ``ids_by_note`` (note id -> item ids): the items ``pack`` may serve.
-
-    A module almost always has one current note. Then every row of the general query has
-    the same backend and creation time, so it orders them by ordinal alone (unique within
-    a note: ``insert_notes`` numbers them), and keeps them all; this reads just the wanted
-    rows in that order. Two or more notes take the general query."""
-    notes = conn.execute(
-        "SELECT n.id FROM notes n JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
-        "WHERE n.path = ?",
-        (path,),
-    ).fetchall()
-    if len(notes) != 1:
-        wanted = {i for ids in ids_by_note.values() for i in ids}
-        return _active_items(conn, path, lambda r: r["id"] in wanted or r["kind"] == "summary")
-    ids = ids_by_note.get(notes[0][0], [])
-    rows = conn.execute(
-        "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
-        f"WHERE i.note_id = ? AND (i.kind = 'summary' OR i.id IN ({_in(len(ids))})) "
-        "ORDER BY i.ordinal",
-        (notes[0][0], *ids),
-    ).fetchall()
-    return [(r["id"], item_from_row(r)) for r in rows]
-
-
 def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
     return ContextItem(
         path=path,
@@ -636,13 +596,23 @@ def _common_symbol(a: str | None, b: str | None) -> str | None:
     return None
 
 
+def _summary(conn: sqlite3.Connection, path: str) -> NoteItem | None:
+    """The first summary ``_active_items`` serves for ``path``, read alone."""
+    row = conn.execute(
+        "SELECT i.* FROM notes n JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "JOIN note_items i ON i.note_id = n.id WHERE n.path = ? AND i.kind = 'summary' "
+        "ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal LIMIT 1",
+        (path,),
+    ).fetchone()
+    return None if row is None else item_from_row(row)
+
+
 def map_line(conn: sqlite3.Connection, path: str) -> NoteItem:
     """The file's summary note (a model's if it wrote one), cut to its first sentence(s);
     an empty one for a file without a summary, so the map lists every top file."""
-    summaries = _active_items(conn, path, lambda r: r["kind"] == "summary")
-    if not summaries:
+    item = _summary(conn, path)
+    if item is None:
         return NoteItem("summary", "", None, None, 1, 1, (Citation(path, 1, 1, None, ""),), False)
-    item = summaries[0][1]
     text = " ".join(item.text.split())
     if text.startswith(path + " ("):  # a static summary's "path (lang, N lines)." opening
         text = text.split(". ", 1)[1] if ". " in text else ""

@@ -7,13 +7,15 @@ unit: its own lines (a class's header, docstring and attributes) are, and so is 
 children, recursively. Blank stretches are no unit. ``units_of`` covers every non-blank line
 of a module exactly once.
 
-``best_window`` picks the ``size`` consecutive lines of a unit with the most question words
-(ties: the earliest), so a long function is served around the lines that match.
+``bm25`` scores units' code for a question among the candidates, and ``best_window`` picks
+the ``size`` consecutive lines of a unit with the most question words (ties: the earliest),
+so a long function is served around the lines that match. Both match a question word's stem
+as a substring of the code: fast, and identifiers need no splitting.
 """
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,29 +97,48 @@ def _attached(line: str) -> bool:
     return t.startswith(("@", "///", "//", "#[", "/**", "* ", "*/")) or t == "*"
 
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ers", "er", "es", "ed", "s")
 
 
-def line_words(line: str) -> set[str]:
-    """Lower-case words of a code line, identifiers split at ``_`` and camelCase."""
-    words: set[str] = set()
-    for raw in _WORD.findall(line):
-        for part in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", raw) or [raw]:
-            if len(part) >= 2:
-                words.add(part.lower())
-    return words
+def stem(term: str) -> str:
+    """A question word cut to a stem that also finds its other forms as a substring of code
+    (``encoded`` -> ``encod``, ``floats`` -> ``float``); short words stay as they are."""
+    for suffix in _SUFFIXES:
+        if term.endswith(suffix) and len(term) - len(suffix) >= 4:
+            return term[: -len(suffix)]
+    return term
 
 
-def _matches(words: set[str], terms: Sequence[str]) -> int:
-    """How many question terms a line has (a term matches a word it is a prefix of, or
-    that is a prefix of it, from 4 letters: ``environment`` ~ ``environ``)."""
-    hits = 0
-    for t in terms:
-        if t in words or (
-            len(t) >= 4 and any(w.startswith(t) or (len(w) >= 4 and t.startswith(w)) for w in words)
-        ):
-            hits += 1
-    return hits
+def search_stems(terms: Sequence[str]) -> list[str]:
+    """The stems ``bm25`` and ``best_window`` look for: of terms of 3 letters or more (a
+    shorter one is a substring of too many words), without repeats."""
+    return list(dict.fromkeys(stem(t.lower()) for t in terms if len(t) >= 3))
+
+
+def bm25(
+    texts: Sequence[str], terms: Sequence[str], k1: float = 1.2, b: float = 0.75
+) -> list[float]:
+    """BM25 of each text for ``terms`` among ``texts`` (document frequencies counted
+    among them), a term matching wherever its stem is a substring of the lower-cased text:
+    identifiers need no splitting (``envvar`` is in ``resolve_envvar_value``), and every
+    count is a C-level ``str.count``."""
+    low = [t.lower() for t in texts]
+    n = len(low)
+    if not n:
+        return []
+    avg = sum(map(len, low)) / n or 1.0
+    norm = [k1 * (1 - b + b * len(x) / avg) for x in low]
+    scores = [0.0] * n
+    for t in search_stems(terms):
+        counts = [x.count(t) for x in low]
+        df = sum(1 for c in counts if c)
+        if not df:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for i, c in enumerate(counts):
+            if c:
+                scores[i] += idf * c * (k1 + 1) / (c + norm[i])
+    return scores
 
 
 def best_window(lines: Sequence[str], terms: Sequence[str], size: int) -> tuple[int, int]:
@@ -126,7 +147,8 @@ def best_window(lines: Sequence[str], terms: Sequence[str], size: int) -> tuple[
     n = len(lines)
     if size >= n:
         return 0, n
-    score = [_matches(line_words(line), terms) for line in lines]
+    stems = search_stems(terms)
+    score = [sum(1 for t in stems if t in line.lower()) for line in lines]
     total = sum(score[:size])
     best, best_at = total, 0
     for start in range(1, n - size + 1):

@@ -110,11 +110,9 @@ def path_matches_uncached(paths: list[str], terms: list[str]) -> list[str]:
     return [p for _, p in scored]
 
 
-def wanted_general(
-    conn: sqlite3.Connection, path: str, ids_by_note: dict[int, list[int]]
-) -> list[tuple[int, NoteItem]]:
-    wanted = {i for ids in ids_by_note.values() for i in ids}
-    return retrieve._active_items(conn, path, lambda r: r["id"] in wanted or r["kind"] == "summary")
+def summary_general(conn: sqlite3.Connection, path: str) -> NoteItem | None:
+    items = retrieve._active_items(conn, path, lambda r: r["kind"] == "summary")
+    return items[0][1] if items else None
 
 
 STRAIGHT: dict[str, Callable[..., Any]] = {
@@ -122,7 +120,7 @@ STRAIGHT: dict[str, Callable[..., Any]] = {
     "bm25_items": items_joined,
     "_path_candidates": all_indexed_paths,
     "path_matches": path_matches_uncached,
-    "_wanted_items": wanted_general,
+    "_summary": summary_general,
 }
 
 
@@ -156,20 +154,11 @@ def test_items_of_older_blobs_are_skipped_at_any_limit(store: NoteStore) -> None
             assert len(got) <= limit
 
 
-def test_wanted_items_equal_active_items_for_every_module(store: NoteStore) -> None:
+def test_the_summary_read_alone_is_the_one_active_items_serve(store: NoteStore) -> None:
     with store.read() as conn:
         paths = [r[0] for r in conn.execute("SELECT path FROM modules")]
-        by_note: dict[int, list[int]] = {}
-        for iid, note_id in conn.execute("SELECT id, note_id FROM note_items WHERE id % 3 = 0"):
-            by_note.setdefault(note_id, []).append(iid)
-        multi = 0
         for path in paths:
-            got = retrieve._wanted_items(conn, path, by_note)
-            assert got == wanted_general(conn, path, by_note), path
-            every = retrieve.active_items(conn, [path])[path]
-            assert got == [x for x in every if x[1].kind == "summary" or x in got]
-            multi += len({i.text for _, i in got if i.kind == "summary"}) > 1
-        assert multi  # a module with two served summaries took the general query
+            assert retrieve._summary(conn, path) == summary_general(conn, path), path
 
 
 def test_cached_path_terms_equal_query_terms(store: NoteStore) -> None:

@@ -343,14 +343,28 @@ class WholeFiles(BM25Paths):
 
 
 class StaticNotes(_Simple):
-    name = "static"
+    """The product's context (``retrieve.rank`` + ``retrieve.pack``) on static notes and
+    history notes; with ``off``, an ablation row: the same ranking with those signals off."""
+
     family = "static"
-    description = "sleepy-repo context on static notes (rank + pack), serving notes"
+
+    def __init__(self, off: frozenset[str] = frozenset()) -> None:
+        self.off = off
+        self.name = "static" + "".join(f"-no-{s}" for s in sorted(off))
+        what = f", without the {', '.join(sorted(off))} signal" if off else ""
+        self.description = (
+            f"sleepy-repo context on static and history notes{what}: a map, then the code "
+            "of the top units"
+        )
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        deny = DenyList(env.repo.config.scan.deny)
         with env.repo.store.read() as conn:
-            ranking = retrieve.rank(conn, query)
-            return [from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
+            ranking = retrieve.rank(conn, query, off=self.off)
+            return [
+                from_context(retrieve.pack(ranking, conn, query, b, deny=deny))
+                for b in budgets
+            ]
 
 
 class StaticPaths(_Simple):
@@ -406,6 +420,9 @@ REGISTRY: dict[str, Strategy] = {
     "whole-files": WholeFiles(),
     "aider-map": AiderMap(),
     "static": StaticNotes(),
+    "static-no-history": StaticNotes(frozenset({"history"})),
+    "static-no-notes": StaticNotes(frozenset({"notes"})),
+    "static-no-graph": StaticNotes(frozenset({"graph"})),
     "static-paths": StaticPaths(),
     "model": ModelNotes(),
 }
