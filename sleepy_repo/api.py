@@ -658,6 +658,7 @@ def overview_notes(repo: Repo) -> dict[str, Any]:
         else "no overview note yet: `refresh --effort deep` with a model backend writes one",
         "warning": None,
         "notes": list(notes.values()),
+        "history": [],
     }
 
 

@@ -127,6 +127,12 @@ class NoteSetJson(TypedDict):
     items: list[NoteItemJson]
 
 
+class HistoryJson(TypedDict):
+    commit: str
+    summary: str
+    lines: int
+
+
 class NotesJson(TypedDict):
     schema_version: int
     path: str
@@ -136,6 +142,7 @@ class NotesJson(TypedDict):
     reason: str | None
     warning: str | None
     notes: list[NoteSetJson]
+    history: list[HistoryJson]
 
 
 class SkippedJson(TypedDict):

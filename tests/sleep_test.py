@@ -68,8 +68,11 @@ def test_changed_module_carries_unchanged_items_and_flags_the_rest(make_repo, cl
 
     ctx = cli.json("context", "how do I use vat_for_order", "--budget", "3000", repo=repo)
     served = [i for i in ctx["items"] if i["path"] == "shop/tax.py" and i["generated"]]
-    assert served, "the carried notes are served"
-    assert any(i["stale"] for i in served if i["symbol"] == "vat_for_order"), served
+    assert served, "the carried notes are served (the map's line for the module)"
+    # context serves the current code, never a stale note item about it
+    code = [i for i in ctx["items"] if i["kind"] == "code" and i["symbol"] == "vat_for_order"]
+    assert code and 'Decimal("0")' in code[0]["text"], ctx["items"]
+    assert not any(i["stale"] and i["kind"] != "summary" for i in ctx["items"])
 
     # re-noting with the model replaces the carried note
     r = cli.json("refresh", repo=repo)

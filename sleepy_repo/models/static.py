@@ -34,7 +34,7 @@ def _names(items: list[str], limit: int = MAX_LISTED) -> str:
 class StaticBackend:
     name = "static"
     model = ""
-    prompt_version = "static-3"  # bump when the note text changes
+    prompt_version = "static-4"  # bump when the note text changes
     generated = False
     concurrency = 1
 
@@ -121,9 +121,8 @@ class StaticBackend:
 
     @staticmethod
     def _where(path: str, sym: Symbol) -> DraftItem:
+        # the doc sentence is the symbol item's: a note never says the same thing twice
         text = f"{sym.kind} {sym.qualname} is defined in {path}:{sym.start_line}-{sym.end_line}"
-        if sym.doc:
-            text += ": " + first_sentence(sym.doc)
         return DraftItem(
             kind="qa",
             question=f"Where is {sym.name} defined?",
@@ -138,7 +137,9 @@ class StaticBackend:
         signature = sym.signature.strip()
         if len(signature) > MAX_SIGNATURE:
             signature = signature[: MAX_SIGNATURE - 1] + "…"
-        text = f"{sym.kind} {sym.qualname}: {signature}"
+        text = f"{sym.kind} {sym.qualname}"
+        if signature not in (text, f"{sym.kind} {sym.name}"):  # not "class C: class C"
+            text += f": {signature}"
         if sym.doc:
             text += " — " + first_sentence(sym.doc)
         return text
