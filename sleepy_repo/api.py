@@ -205,7 +205,8 @@ def refresh(
         )
         changed = {c.path for c in report.changed}
         if repo.is_git:
-            update_history(repo.root, repo.store)  # history notes of new and changed modules
+            # history notes of new and changed modules
+            update_history(repo.root, repo.store, report.scan.head)
         recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
         imported = import_mirrors(repo)  # notes committed with the code: no model call for them
         force = report.affected

@@ -85,29 +85,21 @@ def parse_porcelain(lines: Sequence[str]) -> tuple[list[Stretch], bool]:
     return out, dirty
 
 
-def head(root: Path) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return proc.stdout.strip()
-
-
 def update_history(
     root: Path,
     store: NoteStore,
+    head: str | None,
     paths: Iterable[str] | None = None,
     *,
     seconds: float = REFRESH_SECONDS,
 ) -> int:
     """Blame the indexed modules whose history is missing for their blob (or had
-    uncommitted lines before HEAD moved), for at most ``seconds`` (the rest waits for the
-    next refresh); ``paths`` limits it. Returns how many were blamed."""
-    now = head(root)
-    if not now:
+    uncommitted lines before ``head``, the commit checked out, moved there), for at most
+    ``seconds`` (the rest waits for the next refresh); ``paths`` limits it. Returns how
+    many were blamed."""
+    if not head:
         return 0  # no commit yet
+    now = head
     only = set(paths) if paths is not None else None
     with store.read() as conn:
         todo = store.history_todo(conn, now)
