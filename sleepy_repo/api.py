@@ -35,7 +35,7 @@ from sleepy_repo.config import (
     user_config_path,
 )
 from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
-from sleepy_repo.history import update_history
+from sleepy_repo.history import PATHS_SECONDS, REFRESH_SECONDS, update_history
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
@@ -206,7 +206,13 @@ def refresh(
         changed = {c.path for c in report.changed}
         if repo.is_git:
             # history notes of new and changed modules
-            update_history(repo.root, repo.store, report.scan.head)
+            update_history(
+                repo.root,
+                repo.store,
+                report.scan.head,
+                only,
+                seconds=PATHS_SECONDS if only else REFRESH_SECONDS,
+            )
         recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
         imported = import_mirrors(repo)  # notes committed with the code: no model call for them
         force = report.affected

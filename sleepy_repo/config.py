@@ -294,9 +294,10 @@ def _layer_data(text: str, source: Path) -> dict[str, Any]:
 # What a repository's own (untrusted) config may set: (section, key) -> how it combines
 # with the value below it. "set" replaces; "add" appends list entries (never removes one);
 # "lower" only lowers a number; "static" only turns the model backend off.
+REPO_MAX_BUDGET = 8000  # the most a repository may set as the default budget (tokens)
 REPO_KEYS: dict[tuple[str, str], str] = {
-    ("retrieve", "budget"): "set",
-    ("notes", "effort"): "set",
+    ("retrieve", "budget"): "cap",  # at most REPO_MAX_BUDGET: `ask` may send it to a model
+    ("notes", "effort"): "lower",  # brief < standard < deep: a deeper effort costs more
     ("notes", "commit"): "set",
     ("notes", "backend"): "static",
     ("scan", "exclude"): "add",
@@ -335,11 +336,30 @@ def _apply(
                 )
             base = current.get(key, getattr(defaults, key))
             minimum = known[key].metadata.get("min", 1)
-            new = _coerce(source, name, key, value, base, minimum)
-            _check_choice(source, name, key, new)
             rule = REPO_KEYS.get((name, key)) if limited else "set"
+            try:
+                new = _coerce(source, name, key, value, base, minimum)
+                _check_choice(source, name, key, new)
+            except ConfigError:
+                if rule is not None:
+                    raise
+                if ignored is not None:  # a key it may not set: ignored, valid or not
+                    ignored.append(f"[{name}] {key}")
+                continue
             if rule == "add":
-                new = base + tuple(p for p in new if p not in base)
+                # gitignore-style lists: a "!pattern" would take entries out, so a
+                # repository's negations are ignored (it can only add)
+                negations = [p for p in new if p.startswith("!")]
+                if negations and ignored is not None:
+                    ignored.append(f"[{name}] {key} {', '.join(negations)}")
+                new = base + tuple(p for p in new if p not in base and not p.startswith("!"))
+            elif rule == "cap":
+                new = min(new, REPO_MAX_BUDGET)
+            elif rule == "lower" and key == "effort":
+                if EFFORTS.index(new) > EFFORTS.index(base):
+                    if ignored is not None:
+                        ignored.append(f"[{name}] {key}")
+                    continue
             elif (
                 (rule == "lower" and new > base)
                 or (rule == "static" and new != "static")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleepy_repo.redact import redact_text
 from sleepy_repo.store import NoteStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 UNCOMMITTED = "0" * 40
 BLAME_TIMEOUT = 60.0
 REFRESH_SECONDS = 30.0  # of blaming per refresh; a cold index of a large repo takes several
+PATHS_SECONDS = 5.0  # of blaming when a refresh names its paths (a save in an editor)
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,16 @@ class Stretch:
     summary: str
 
 
-def blame(root: Path, path: str) -> tuple[list[Stretch], bool] | None:
+def blame(
+    root: Path, path: str, timeout: float = BLAME_TIMEOUT
+) -> tuple[list[Stretch], bool] | None:
     """The stretches of ``path`` by the commit that last changed them, and whether some
     lines are not committed yet; None when git cannot blame it (untracked, or an error)."""
     try:
         proc = subprocess.run(
             ["git", "-C", str(root), "blame", "--porcelain", "--", path],
             capture_output=True,
-            timeout=BLAME_TIMEOUT,
+            timeout=min(timeout, BLAME_TIMEOUT),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -81,7 +85,8 @@ def parse_porcelain(lines: Sequence[str]) -> tuple[list[Stretch], bool]:
         if out and out[-1].commit == commit and out[-1].end_line + 1 == start:
             out[-1] = Stretch(out[-1].start_line, end, commit, out[-1].summary)
         else:
-            out.append(Stretch(start, end, commit, summaries.get(commit, "")))
+            # a commit subject is repository text: it is served, so it is redacted
+            out.append(Stretch(start, end, commit, redact_text(summaries.get(commit, ""))))
     return out, dirty
 
 
@@ -110,8 +115,9 @@ def update_history(
         if time.monotonic() > deadline:
             log.info("history: %d modules left for the next refresh", len(todo) - done)
             break
-        result = blame(root, path)
-        stretches, dirty = result if result is not None else ([], False)
+        result = blame(root, path, timeout=max(1.0, deadline - time.monotonic()))
+        # a file git cannot blame yet (untracked) is tried again when HEAD moves
+        stretches, dirty = result if result is not None else ([], True)
         with store.write() as conn:
             store.put_history(conn, path, blob, now, dirty, stretches)
         done += 1

@@ -198,6 +198,11 @@ class _Run:
                 self.report.failed.append((job.path, error))
                 log.warning("notes for %s failed: %s", job.path, error)
                 self.unavailable_in_a_row += 1
+                if self.unavailable_in_a_row >= MAX_UNAVAILABLE_IN_A_ROW:
+                    self.report.stopped = self.report.stopped or (
+                        f"the local model failed {MAX_UNAVAILABLE_IN_A_ROW} times in a row "
+                        f"(last: {exc})"
+                    )
                 return None
             _mark(self.store, name, job, "queued", str(exc))
             self.report.failed.append((job.path, str(exc)))

@@ -67,6 +67,7 @@ MAP_LINE_CHARS = 60  # a map line's note text is cut to about this
 WINDOW_LINES = 60  # a unit longer than this is served as the window that matches best (a sweep on
 # the development repositories: 25 < 40 < 60 ~ 90 in coverage at 1,000 tokens)
 MIN_WINDOW_LINES = 6  # a window cut shorter than this to fit the budget is not served
+MAX_MISSES = 10  # units in a row that found no room: the budget is spent
 
 _STOPWORDS_TEXT = """
     a an and are as at be but by can could did do does for from had has have how i if in
@@ -419,7 +420,7 @@ def rank(
         terms=terms,
     )
     top = [p for p, _ in files[:UNIT_FILES]]
-    ranking.lines = {p: file_lines(conn, p) for p in top}
+    ranking.lines = {p: redacted_lines(file_lines(conn, p)) for p in top}
     ranking.units = rank_units(conn, top, ranking.lines, terms, names, items, history)
     return ranking
 
@@ -435,6 +436,18 @@ def file_lines(conn: sqlite3.Connection, path: str) -> list[str]:
             lines.extend([""] * (start - 1 + len(part) - len(lines)))
         lines[start - 1 : start - 1 + len(part)] = part
     return lines
+
+
+def redacted_lines(lines: list[str]) -> list[str]:
+    """A module's lines with secrets masked, redacted as one text (a window that starts
+    inside a private key must not serve its body); line positions are kept, and a file
+    whose redaction would move them is masked whole."""
+    text = "\n".join(lines)
+    red = redact_text(text)
+    if red == text:
+        return lines
+    out = red.split("\n")
+    return out if len(out) == len(lines) else ["[redacted]"] * len(lines)
 
 
 def _symbols(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
@@ -666,16 +679,17 @@ def pack(
             end_line=end,
             symbol=symbol,
             kind="code",
-            text=redact_text(text),
+            text=text,  # ranking.lines are redacted as whole files
             generated=False,
             stale=False,
             score=score_of.get(path, 0.0),
             citations=[Citation(path, start, end, symbol, "")],
         )
 
+    misses = 0
     for ranked in ranking.units:
         left = budget - used
-        if left < 20:
+        if left < 20 or misses >= MAX_MISSES:
             break
         u = ranked.unit
         if deny is not None and deny.denied(u.path):
@@ -709,12 +723,15 @@ def pack(
                     code.append(item)
                     costs.append(n)
                 used += n
+                misses = 0
                 break
             # too big: try the window that the tokens left would pay for
             smaller = int(size * left / max(n, 1)) - 1
             if smaller >= size:
                 smaller = size - 1
             size = smaller
+        else:
+            misses += 1
     ctx.items.extend(code)
     ctx.tokens = used
     return ctx

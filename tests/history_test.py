@@ -99,3 +99,17 @@ def test_a_question_like_a_past_commit_finds_the_code_it_changed(
     assert any(s <= first["end_line"] and first["start_line"] <= e for s, e in changed), first
     notes = cli.json("notes", first["path"], repo=repo)
     assert any(subject in h["summary"] for h in notes["history"]), notes
+
+
+def test_a_file_first_seen_untracked_gets_its_history_once_committed(
+    make_repo: Callable[..., Path], cli: CLI
+) -> None:
+    repo = make_repo("shop")
+    new = repo / "shop" / "loyalty.py"
+    new.write_text("def points(total):\n    return int(total)\n")
+    cli.run("refresh", repo=repo)
+    assert _history(repo, "shop/loyalty.py") == []  # untracked: git cannot blame it yet
+    git(repo, "add", "shop/loyalty.py")
+    git(repo, "commit", "-qm", "Add loyalty points earned per order")
+    cli.run("refresh", repo=repo)
+    assert any("loyalty points" in r[3] for r in _history(repo, "shop/loyalty.py"))

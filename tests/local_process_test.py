@@ -28,7 +28,7 @@ from local_backend_test import configure, local_config, tax_request
 from lsp_server_test import command, hover, session, uri
 from lsprotocol import types
 
-from sleepy_repo.errors import ConfigError, ModelCrashedError
+from sleepy_repo.errors import ConfigError, ModelCancelledError, ModelCrashedError
 from sleepy_repo.models.llama_process import (
     CRASH_AFTER_ENV,
     LlamaProcess,
@@ -146,6 +146,36 @@ def test_three_crashes_in_a_row_turn_the_backend_off_in_this_process(
             backend.write_notes(tax_request())
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_cancel_between_chunks_keeps_the_child_in_step(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sleeper's everyday path (the developer comes back mid-reply): the module is
+    cancelled, not failed, and the same child then writes the next notes."""
+    stop = threading.Event()
+    backend = LocalBackend(local_config(model), "brief", cancel_check=stop.is_set)
+    child = _child(backend)
+    plain = child._stream
+
+    def stream(rid: int) -> Any:
+        chunks = plain(rid)
+        try:
+            for n, chunk in enumerate(chunks):
+                if n == 2:
+                    stop.set()  # after the third chunk has been read
+                yield chunk
+        finally:
+            chunks.close()
+
+    monkeypatch.setattr(child, "_stream", stream)
+    with pytest.raises(ModelCancelledError, match="cancelled after"):
+        backend.write_notes(tax_request())
+    stop.clear()
+    monkeypatch.setattr(child, "_stream", plain)
+    draft = backend.write_notes(tax_request())
+    assert draft.items and _child(backend) is child and child.alive
+    backend.close()
 
 
 def test_a_cancel_stops_prompt_evaluation_in_the_child(model: Path) -> None:

@@ -216,6 +216,30 @@ def test_what_an_untrusted_repo_config_may_change(tmp_path: Path) -> None:
     assert loaded.config.scan.deny == () and loaded.config.budget.daily_usd == 9.0
 
 
+def test_an_untrusted_repo_config_cannot_undeny_raise_spending_or_break_commands(
+    tmp_path: Path,
+) -> None:
+    from sleepy_repo.redact import DenyList
+
+    (tmp_path / ".sleepy").mkdir()
+    cfg = tmp_path / ".sleepy" / "config.toml"
+    cfg.write_text(
+        '[scan]\ndeny = ["!*", "!**/*", "*.secret"]\nexclude = ["!vendor/"]\n'
+        '[notes]\neffort = "deep"\n[retrieve]\nbudget = 200000\n'
+        '[anthropic]\nmax_tokens = "not a number"\n'  # a key it may not set, invalid too
+    )
+    loaded = load(tmp_path)  # no ConfigError: the invalid key is ignored, not fatal
+    c = loaded.config
+    deny = DenyList(c.scan.deny)
+    for secret in (".env", "keys/server.pem", "id_rsa", "app/credentials.py"):
+        assert deny.denied(secret), secret  # negations do not take entries out
+    assert deny.denied("x.secret") and "!vendor/" not in c.scan.exclude
+    assert c.retrieve.budget == 8000  # capped: `ask` may send the budget to a model
+    assert c.notes.effort == "standard"  # a repository may only lower the effort
+    assert "[anthropic] max_tokens" in loaded.ignored and "[notes] effort" in loaded.ignored
+    assert any(i.startswith("[scan] deny !*") for i in loaded.ignored), loaded.ignored
+
+
 def test_init_trusts_the_config_it_wrote(make_repo: Callable[..., Path], cli: CLI) -> None:
     repo = make_repo("shop")
     cli.run("init", repo=repo)

@@ -76,3 +76,25 @@ def test_the_window_holds_the_matching_lines() -> None:
     assert end - start == 10 and start <= 70 and end > 72
     assert best_window(lines, ["nothing"], 10) == (0, 10)
     assert best_window(lines[:5], ["envvar"], 10) == (0, 5)
+
+
+def test_served_lines_are_redacted_as_one_text() -> None:
+    """A window that starts inside a private key must not serve its body: the module is
+    redacted whole, with every line kept at its place."""
+    from sleepy_repo.retrieve import redacted_lines
+
+    body = ["MIIEowIBAAKCAQEA7bq2" + "Q" * 40, "Zm9vYmFyYmF6cXV4" * 4, "dGhlIGVuZA" * 5]
+    lines = [
+        "KEY = '''",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        *body,
+        "-----END RSA PRIVATE KEY-----",
+        "'''",
+        "def use_key():",
+        "    return KEY",
+    ]
+    out = redacted_lines(lines)
+    assert len(out) == len(lines)
+    assert not any(b in line for b in body for line in out)
+    assert out[-2:] == lines[-2:]
+    assert redacted_lines(["x = 1", "y = 2"]) == ["x = 1", "y = 2"]

@@ -105,6 +105,8 @@ class LlamaProcess:
         self.cancel_check = cancel_check
         self.n_tokens = 0
         self.system_info = ""
+        self._id = 0  # of the last request
+        self._open_stream = False
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         env = dict(os.environ)
@@ -161,7 +163,9 @@ class LlamaProcess:
             log.exception("cancel_check failed")
             return False
 
-    def _wait(self, doing: str, *, cancel_sent: list[bool] | None = None) -> dict[str, Any]:
+    def _wait(
+        self, doing: str, *, cancel_sent: list[bool] | None = None, rid: int | None = None
+    ) -> dict[str, Any]:
         """The child's next message other than a heartbeat. Polls ``cancel_check`` (once
         it fires the child is told, once); raises ``ModelCrashedError`` if the child dies
         or sends nothing for ``stall_seconds``."""
@@ -186,8 +190,9 @@ class LlamaProcess:
             if message is None:
                 raise self._died(doing)
             last = time.monotonic()
-            if "beat" not in message:
-                return message
+            if "beat" in message or (rid is not None and message.get("id") != rid):
+                continue  # a heartbeat, or a late reply to a request given up on
+            return message
 
     def _died(self, doing: str) -> ModelCrashedError:
         try:
@@ -221,20 +226,29 @@ class LlamaProcess:
         return self._proc.poll() is None
 
     # -- what the local backend calls ----------------------------------------------------
+    def _request(self, message: dict[str, Any]) -> int:
+        """Send a request tagged with a new id (replies carry it; older ones are dropped)."""
+        if self._open_stream:
+            raise RuntimeError("a completion is still streaming: close it first")
+        self._id += 1
+        self._send({**message, "id": self._id})
+        return self._id
+
     def create_chat_completion(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Stream a chat completion's chunks. ``ValueError`` and ``RuntimeError`` raised in
         the child are raised here with the same message (``RuntimeError`` also for a decode
-        stopped by a cancel)."""
+        or a stream stopped by a cancel)."""
         kwargs["stream"] = True
-        self._send({"op": "complete", "kwargs": kwargs})
-        return self._stream()
+        rid = self._request({"op": "complete", "kwargs": kwargs})
+        self._open_stream = True
+        return self._stream(rid)
 
-    def _stream(self) -> Iterator[dict[str, Any]]:
+    def _stream(self, rid: int) -> Iterator[dict[str, Any]]:
         cancel_sent = [False]
         finished = False
         try:
             while True:
-                message = self._wait("writing notes", cancel_sent=cancel_sent)
+                message = self._wait("writing notes", cancel_sent=cancel_sent, rid=rid)
                 if "chunk" in message:
                     yield message["chunk"]
                     continue
@@ -242,21 +256,25 @@ class LlamaProcess:
                 self.n_tokens = int(message.get("n_tokens", self.n_tokens))
                 if "error" in message:
                     kind = ValueError if message["error"] == "ValueError" else RuntimeError
-                    raise kind(message["message"])
+                    raise kind(message.get("message", message["error"]))
                 return
         finally:
             if not finished and self.alive:  # the caller stopped early: stop the child too
                 with contextlib.suppress(ModelCrashedError):
                     self._send({"op": "cancel"})
                     while True:
-                        message = self._wait("stopping")
+                        message = self._wait("stopping", rid=rid)
                         if "chunk" not in message:
                             self.n_tokens = int(message.get("n_tokens", self.n_tokens))
                             break
+            self._open_stream = False
 
     def count_tokens(self, text: str) -> int:
-        self._send({"op": "tokenize", "text": text})
-        reply = self._wait("counting tokens")
+        rid = self._request({"op": "tokenize", "text": text})
+        reply = self._wait("counting tokens", rid=rid)
+        if "tokens" not in reply:
+            self._kill()
+            raise _logged(ModelCrashedError(f"local model process answered out of turn: {reply}"))
         return int(reply["tokens"])
 
     def close(self) -> None:
@@ -297,6 +315,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
             if message.get("op") == "cancel":
                 cancel.set()
             else:
+                cancel.clear()  # here, not when it is taken: a cancel right after it counts
                 requests.put(message)
         os._exit(0)  # the parent is gone: so is the model
 
@@ -350,25 +369,29 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
         request = requests.get()
         if request is None or request.get("op") == "exit":
             return
+        rid = request.get("id")
         if request["op"] == "tokenize":
-            tokens = llm.tokenize(request["text"].encode("utf-8", "replace"), False, True)
-            send({"tokens": len(tokens)})
+            try:
+                tokens = llm.tokenize(request["text"].encode("utf-8", "replace"), False, True)
+                send({"id": rid, "tokens": len(tokens)})
+            except Exception as exc:  # an answer, not a dead child
+                send({"id": rid, "error": type(exc).__name__, "message": str(exc)})
             continue
-        cancel.clear()
         chunks = 0
         stream: Any = None
         try:
             stream = llm.create_chat_completion(**request["kwargs"])
             for chunk in stream:
                 if cancel.is_set():
-                    break
-                send({"chunk": chunk})
+                    raise RuntimeError("cancelled between chunks")
+                send({"id": rid, "chunk": chunk})
                 chunks += 1
                 if crash_after and chunks >= crash_after:
                     faulthandler._sigsegv()  # type: ignore[attr-defined]
-            send({"done": True, "n_tokens": llm.n_tokens})
-        except (ValueError, RuntimeError) as exc:
-            send({"error": type(exc).__name__, "message": str(exc), "n_tokens": llm.n_tokens})
+            send({"id": rid, "done": True, "n_tokens": llm.n_tokens})
+        except Exception as exc:  # ValueError, RuntimeError (an aborted decode), or a bug
+            kind = type(exc).__name__ if isinstance(exc, ValueError | RuntimeError) else "other"
+            send({"id": rid, "error": kind, "message": str(exc), "n_tokens": llm.n_tokens})
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):

@@ -400,18 +400,24 @@ class LocalBackend:
                     seed=self.settings.seed,
                     stream=True,
                 )
-                for chunk in _chunks(stream):
+                cancelled = False
+                chunks = _chunks(stream)
+                for chunk in chunks:
                     if self._cancelled():
-                        usage = self._usage(llm, chat, pieces)
-                        raise ModelCancelledError(
-                            f"cancelled after {usage.output_tokens} generated tokens",
-                            usage=(*billed, usage),
-                        )
+                        cancelled = True
+                        break
                     choice = (chunk.get("choices") or [{}])[0]
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         pieces.append(content)
                     finish = choice.get("finish_reason") or finish
+                chunks.close()  # the stream is over (or stopped) before anything else is asked
+                if cancelled or self._cancelled():
+                    usage = self._usage(llm, chat, pieces)
+                    raise ModelCancelledError(
+                        f"cancelled after {usage.output_tokens} generated tokens",
+                        usage=(*billed, usage),
+                    )
             except ModelCrashedError as exc:
                 self._crashed(exc)
                 raise ModelCrashedError(str(exc), usage=billed) from None
