@@ -207,7 +207,11 @@ def bm25_chunks(conn: sqlite3.Connection, terms: list[str], limit: int = 300) ->
         )
     }
     # FTS5's bm25() is negative, better matches lower
-    return [Chunk(*rows[i], score=-s) for i, s in scored if i in rows]
+    return [
+        Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], score=-s)
+        for i, s in scored
+        if (r := rows.get(i)) is not None
+    ]
 
 
 def file_evidence(chunks: list[Chunk], top: int = FILE_CHUNKS) -> list[str]:

@@ -44,7 +44,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -453,7 +453,7 @@ class LocalBackend:
         return Usage(model=self.model, input_tokens=prompt, output_tokens=completion)
 
 
-def _chunks(stream: Any) -> Iterator[dict[str, Any]]:
+def _chunks(stream: Any) -> Generator[dict[str, Any], None, None]:
     """The stream's chunks; the generator is closed when the caller stops early."""
     try:
         yield from stream
