@@ -157,13 +157,15 @@ class LocalConfig:
     # "~" is expanded, a relative path is relative to the current directory
     model_path: str = ""
     model: str = ""  # the name recorded in note keys; "" = the file name without .gguf
-    n_ctx: int = 8192  # context window (prompt + reply), tokens
+    n_ctx: int = 12288  # context window (prompt + reply), tokens
     n_threads: int = field(default=0, metadata={"min": 0})  # 0 = every core
     n_batch: int = 256  # prompt tokens evaluated per step
     max_tokens: int = 1024  # reply tokens per call (per part of a split module)
     temperature: float = field(default=0.2, metadata={"min": 0})  # 0 = greedy
     seed: int = field(default=42, metadata={"min": 0})  # sampling seed, for repeatable notes
-    part_tokens: int = 3000  # modules estimated above this are split along top-level symbols
+    # modules estimated above this are split along top-level symbols; a ~500-line module is
+    # one call (each part is a whole second reply, the slowest phase on a CPU)
+    part_tokens: int = 6000
     overview: bool = True  # send the repo overview (README head, top modules) with each call
     # the model runs in a child process; one that sends nothing (no token, no heartbeat
     # from prompt evaluation) for this long is killed and the module stays queued
@@ -555,7 +557,7 @@ budget = 1500
 # pip install 'sleepy-repo[local]', and a model: python scripts/fetch_model.py fetches one).
 # [local]
 # model_path = ""                    # "" = the fetched Qwen2.5-Coder-0.5B-Instruct Q4
-# n_ctx = 8192
+# n_ctx = 12288
 # n_threads = 0                      # 0 = every core
 # max_tokens = 1024
 

@@ -34,6 +34,7 @@ from sleepy_repo.models.local import (
 )
 from sleepy_repo.notes import MODULE
 from sleepy_repo.parse import parse_module
+from sleepy_repo.tokens import count_tokens
 
 from helpers import CLI, ROOT, trusted_config
 
@@ -117,6 +118,28 @@ def test_every_citation_field_is_an_enum_of_the_modules_symbols() -> None:
     schema = LocalBackend(Config(), "standard").schema(request)
     (summary_cites, *_) = _cite_enums(schema)
     assert "vat_for_lines" in summary_cites and "Cart.add" not in summary_cites
+
+
+def test_a_500_line_module_is_one_call_that_fits_the_default_context() -> None:
+    """Each part is a whole reply, the slowest phase on a CPU: by default a module of about
+    500 lines (like click's parser.py) is sent in one call, and that call, its reply
+    included, fits the default context window."""
+    body = [
+        f"def step_{i}(value: int, *, scale: float = 1.5) -> float:\n"
+        f'    """Scale one value of step {i}; negative values are clipped to zero first."""\n'
+        f"    if value < 0:\n        value = 0\n    total = value * scale + {i}\n"
+        f"    return round(total, 2)\n\n"
+        for i in range(70)
+    ]
+    data = ('"""A generated module of about 500 lines."""\n\n' + "".join(body)).encode()
+    facts = parse_module("pkg/steps.py", data, "python")
+    request = NoteRequest(facts=facts, lines=data.decode().splitlines(), effort="standard")
+    assert 480 <= facts.line_count <= 520
+    config = Config()
+    chats = LocalBackend(config, "standard").messages(request)
+    assert len(chats) == 1
+    prompt = sum(count_tokens(m["content"]) + 8 for m in chats[0])
+    assert prompt + config.local.max_tokens < config.local.n_ctx
 
 
 def test_the_backend_is_chosen_by_name_and_built_without_the_model(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from lsprotocol import types
 from sleepy_repo.errors import ConfigError, ModelCancelledError, ModelCrashedError
 from sleepy_repo.models.llama_process import (
     CRASH_AFTER_ENV,
+    TIMINGS_LOG_ENV,
     LlamaProcess,
     describe_exit,
     unsafe_build,
@@ -197,6 +198,25 @@ def test_a_cancel_stops_prompt_evaluation_in_the_child(model: Path) -> None:
     stop.clear()
     assert child.count_tokens("hello world") > 0
     backend.close()
+
+
+def test_the_timings_log_splits_each_call_by_phase(
+    model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With ``TIMINGS_LOG_ENV`` set the child logs the model load once and llama.cpp's own
+    timings for every completion (what ``scripts/bench_local_model.py`` sums)."""
+    log = tmp_path / "timings.jsonl"
+    monkeypatch.setenv(TIMINGS_LOG_ENV, str(log))
+    backend = LocalBackend(local_config(model), "brief")
+    draft = backend.write_notes(tax_request())
+    backend.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert draft.items and len(rows) == 2
+    assert rows[0]["load_seconds"] > 0
+    call = rows[1]
+    assert call["schema"] is True
+    assert call["prompt_tokens"] > 100 and call["generated_tokens"] > 5
+    assert 0 < call["prompt_seconds"] + call["generate_seconds"] <= call["wall_seconds"]
 
 
 # -- through refresh, watch and the language server ---------------------------------------

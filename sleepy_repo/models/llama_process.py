@@ -51,6 +51,10 @@ CRASH_AFTER_ENV = "SLEEPY_REPO_TEST_CRASH_AFTER_CHUNKS"
 #: when set, every crash or stall of a child is appended to this file (one line each), so a
 #: test suite can fail on a crash it did not cause on purpose
 CRASH_LOG_ENV = "SLEEPY_REPO_CRASH_LOG"
+#: when set, the child appends one JSON line per completion to this file: llama.cpp's own
+#: timings (prompt tokens evaluated and seconds, tokens generated and seconds) and the wall
+#: seconds of the call, so a benchmark can split a module's time by phase
+TIMINGS_LOG_ENV = "SLEEPY_REPO_TIMINGS_LOG"
 BEAT_SECONDS = 1.0
 POLL_SECONDS = 0.05
 STDERR_LINES = 40
@@ -293,6 +297,20 @@ class LlamaProcess:
 
 
 # -- the child ---------------------------------------------------------------------------
+def _log_timings(target: str, perf: Any, started: float, request: dict[str, Any]) -> None:
+    """Append one completion's llama.cpp timings to ``target`` (``TIMINGS_LOG_ENV``)."""
+    row = {
+        "prompt_tokens": int(perf.n_p_eval),
+        "prompt_seconds": round(perf.t_p_eval_ms / 1000, 3),
+        "generated_tokens": int(perf.n_eval),
+        "generate_seconds": round(perf.t_eval_ms / 1000, 3),
+        "wall_seconds": round(time.monotonic() - started, 3),
+        "schema": "response_format" in request["kwargs"],
+    }
+    with contextlib.suppress(OSError), open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def _serve() -> None:  # pragma: no cover - runs in the child process (tested through it)
     import faulthandler
 
@@ -321,6 +339,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
 
     threading.Thread(target=read, daemon=True).start()
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
+    timings_log = os.environ.get(TIMINGS_LOG_ENV, "")
 
     first = requests.get()
     if first is None or first.get("op") != "load":
@@ -344,11 +363,15 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
             }
         )
         return
+    loading = time.monotonic()
     try:
         llm = llama_cpp.Llama(**first["kwargs"])
     except (ValueError, RuntimeError, OSError) as exc:
         send({"error": "load", "message": f"llama.cpp cannot load the model: {exc}"})
         return
+    if timings_log:
+        with contextlib.suppress(OSError), open(timings_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"load_seconds": round(time.monotonic() - loading, 3)}) + "\n")
     llm.verbose = False
     beat = [time.monotonic()]
 
@@ -379,6 +402,9 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
             continue
         chunks = 0
         stream: Any = None
+        started = time.monotonic()
+        if timings_log and ctx is not None:
+            llama_cpp.llama_perf_context_reset(ctx)
         try:
             stream = llm.create_chat_completion(**request["kwargs"])
             for chunk in stream:
@@ -388,6 +414,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
                 chunks += 1
                 if crash_after and chunks >= crash_after:
                     faulthandler._sigsegv()  # type: ignore[attr-defined]
+            if timings_log and ctx is not None:
+                _log_timings(timings_log, llama_cpp.llama_perf_context(ctx), started, request)
             send({"id": rid, "done": True, "n_tokens": llm.n_tokens})
         except Exception as exc:  # ValueError, RuntimeError (an aborted decode), or a bug
             kind = type(exc).__name__ if isinstance(exc, ValueError | RuntimeError) else "other"
