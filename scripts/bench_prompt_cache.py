@@ -95,7 +95,12 @@ def measure(repo: str, effort: str, paths: list[str], model: str | None) -> dict
             ]
             if model:
                 lines = ["[notes]", f'model = "{model}"', *lines]
-            (store / "config.toml").write_text("\n".join(lines) + "\n")
+            # the user's own config (a temporary one): a repository's config may not choose
+            # where requests go (see "Configuration" in README)
+            user = Path(tmp) / "xdg"
+            (user / "sleepy-repo").mkdir(parents=True)
+            (user / "sleepy-repo" / "config.toml").write_text("\n".join(lines) + "\n")
+            os.environ["XDG_CONFIG_HOME"] = str(user)
             os.environ.setdefault("ANTHROPIC_API_KEY", "bench-not-a-key")
             r = api.open_repo(root)
             api.refresh(r)  # index + static notes first (no model)
