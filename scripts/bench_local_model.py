@@ -118,8 +118,12 @@ def _configure(repo: Path, args: argparse.Namespace) -> None:
         local["model_path"] = str(Path(args.model_path).expanduser().resolve())
     lines = ["[notes]", 'backend = "local"', f'effort = "{args.effort}"', "[local]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in local.items()]
-    (repo / ".sleepy").mkdir(exist_ok=True)
-    (repo / ".sleepy" / "config.toml").write_text("\n".join(lines) + "\n")
+    # a temporary user config, beside the clone: a repository's own config may not choose
+    # the backend or its [local] settings (README, "Configuration")
+    user = repo.parent / "xdg-config"
+    (user / "sleepy-repo").mkdir(parents=True, exist_ok=True)
+    (user / "sleepy-repo" / "config.toml").write_text("\n".join(lines) + "\n")
+    os.environ["XDG_CONFIG_HOME"] = str(user)  # inherited by every command run below
 
 
 def _choose(repo: Path, args: argparse.Namespace) -> list[str]:
