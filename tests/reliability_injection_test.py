@@ -211,9 +211,10 @@ def test_a_smuggling_reply_is_stored_only_through_the_schema(
     for store_file in (repo / ".sleepy").glob("index.db*"):  # (and the WAL)
         assert SMUGGLED.encode() not in store_file.read_bytes(), store_file
 
-    # served marked as generated: the CLI, MCP and the language server
+    # served marked as generated (context serves the model's summary as the module's map
+    # line, whatever the reply claimed): the CLI, MCP and the language server
     ctx = cli.json("context", "how is a coupon code applied", "--budget", "3000", repo=repo)
-    model_items = [i for i in ctx["items"] if "apply_code subtracts" in i["text"]]
+    model_items = [i for i in ctx["items"] if "Coupon codes (grounded summary)" in i["text"]]
     assert model_items and all(i["generated"] is True for i in model_items)
     assert all(i["generated"] is False for i in ctx["items"] if i["kind"] == "code")
 
@@ -229,7 +230,7 @@ def test_a_smuggling_reply_is_stored_only_through_the_schema(
         return c.structured_content, n.structured_content
 
     mcp_ctx, mcp_notes = anyio.run(mcp)
-    served = [i for i in mcp_ctx["items"] if "apply_code subtracts" in i["text"]]
+    served = [i for i in mcp_ctx["items"] if "Coupon codes (grounded summary)" in i["text"]]
     assert served and all(i["generated"] is True for i in served)
     (note,) = [n for n in mcp_notes["notes"] if n["backend"] == "anthropic"]
     assert all(i["generated"] is True for i in note["items"])
@@ -254,7 +255,7 @@ def test_a_smuggling_reply_is_stored_only_through_the_schema(
         lsp_ctx = srv.request(
             "sleepy/context", {"question": "how is a coupon code applied", "budget": 3000}
         )["result"]
-        served = [i for i in lsp_ctx["items"] if "apply_code subtracts" in i["text"]]
+        served = [i for i in lsp_ctx["items"] if "Coupon codes (grounded" in i["text"]]
         assert served and all(i["generated"] is True for i in served)
     finally:
         assert srv.close() == 0
