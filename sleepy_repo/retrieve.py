@@ -386,8 +386,6 @@ class RankedUnit:
 @dataclass
 class Ranking:
     files: list[tuple[str, float]]
-    chunks: list[Chunk]
-    item_rank: dict[int, int]  # note item id -> rank among matches
     units: list[RankedUnit] = field(default_factory=list)
     terms: list[str] = field(default_factory=list)
     lines: dict[str, list[str]] = field(default_factory=dict)  # code of the ranked files
@@ -419,8 +417,6 @@ def rank(
     files = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     ranking = Ranking(
         files=files,
-        chunks=chunks,
-        item_rank={iid: r for r, (iid, _) in enumerate(items)},
         terms=terms,
     )
     top = [p for p, _ in files[:UNIT_FILES]]
@@ -553,21 +549,12 @@ def rank_units(
 
 
 # -- serving -------------------------------------------------------------------------------
-def active_items(
-    conn: sqlite3.Connection, paths: list[str]
-) -> dict[str, list[tuple[int, NoteItem]]]:
-    """The items served for each module's current blob.
-
-    Where a model wrote notes, its summary/Q&A/facts replace the static ones; the static
-    per-symbol items stay (they are exact and cheap).
-    """
-    return {path: _active_items(conn, path) for path in paths}
-
-
 def _active_items(
     conn: sqlite3.Connection, path: str, keep: Callable[[sqlite3.Row], bool] | None = None
 ) -> list[tuple[int, NoteItem]]:
-    """``active_items`` of one path; with ``keep``, only the rows it keeps are decoded
+    """The items served for a module's current blob: where a model wrote notes, its
+    summary/Q&A/facts replace the static ones (the static per-symbol items stay); with
+    ``keep``, only the rows it keeps are decoded
     (a large module has hundreds of symbol items, and a question wants a few)."""
     rows = conn.execute(
         "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "

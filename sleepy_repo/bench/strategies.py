@@ -230,7 +230,7 @@ class BM25Paths(_Simple):
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         ranking = retrieve.Ranking(
-            files=[(p, 0.0) for p in self.ranked(env, query)], chunks=[], item_rank={}
+            files=[(p, 0.0) for p in self.ranked(env, query)]
         )
         return [from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
