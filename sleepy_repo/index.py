@@ -42,6 +42,10 @@ MIN_BATCH = 20
 PARALLEL_MIN = 200  # modules to (re)parse before worker processes pay off
 WORKER_NICE = 10  # how much lower worker processes run than the process storing their results
 CHUNK_LINES = 60
+# bump when the parse of unchanged content changes (queries, symbols): a store indexed by
+# another version parses every module again at its next refresh (2: TypeScript overload
+# signatures and ambient declarations are symbols)
+PARSE_VERSION = 2
 WRITE_CACHE_KIB = -65536  # page cache of a batch write (negative: KiB), for index inserts
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -246,6 +250,7 @@ def update_index(
     report = IndexReport(scan=result, skipped=list(result.skipped), warnings=list(result.warnings))
     with store.read() as conn:
         stored = store.modules(conn)
+        reparse = bool(stored) and store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
 
     present = {c.path for c in result.candidates} | {s.path for s in result.skipped}
     report.removed = sorted(p for p in stored if p not in present)
@@ -253,7 +258,8 @@ def update_index(
     for cand in result.candidates:
         row = stored.get(cand.path)
         if (
-            row is not None
+            not reparse
+            and row is not None
             and row.status == "indexed"
             and row.size == cand.size
             and row.mtime_ns == cand.mtime_ns
@@ -334,7 +340,9 @@ def update_index(
             root,
             c,
             config.scan.max_file_bytes,
-            row.blob_sha if (row := stored.get(c.path)) and row.status == "indexed" else None,
+            row.blob_sha
+            if not reparse and (row := stored.get(c.path)) and row.status == "indexed"
+            else None,
         )
         for c in todo
     ]
@@ -393,6 +401,7 @@ def update_index(
             go_module=go_module,
         )
     with store.write() as conn:
+        store.set_meta(conn, "parse_version", PARSE_VERSION)
         store.set_meta(
             conn,
             "last_scan",

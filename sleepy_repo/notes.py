@@ -37,6 +37,7 @@ class DraftItem:
     question: str | None = None
     symbol: str | None = None  # the symbol the item is about, if any
     extra: tuple[Citation, ...] = ()  # already-grounded citations into other modules
+    near: int | None = None  # when overloads share a cited qualname: the one starting nearest
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,11 @@ class Grounder:
         self.facts = facts
         self._lines = lines
         self._stripped: list[str] | None = None
-        self._symbols: dict[str, Symbol] = {}
+        self._symbols: dict[str, list[Symbol]] = {}
         for sym in facts.symbols:
-            self._symbols.setdefault(sym.qualname, sym)
+            self._symbols.setdefault(sym.qualname, []).append(sym)
         self._shas: dict[str, str] = dict(facts.span_shas)
-        self._cites: dict[str, Citation | None] = {}
+        self._cites: dict[tuple[str, int | None], Citation | None] = {}
 
     def sha(self, start: int, end: int) -> str:
         key = f"{start}:{end}"
@@ -163,20 +164,25 @@ class Grounder:
             self._shas[key] = _hash_stripped(self._stripped[start - 1 : end])
         return self._shas[key]
 
-    def cite(self, name: str) -> Citation | None:
-        """One cited name (a qualname or ``MODULE``) as a citation; None if unknown."""
-        if name in self._cites:
-            return self._cites[name]
-        c = self._cites[name] = self._cite(name)
+    def cite(self, name: str, near: int | None = None) -> Citation | None:
+        """One cited name (a qualname or ``MODULE``) as a citation; None if unknown. Where
+        several symbols share the qualname (``@overload`` stubs and their implementation,
+        TypeScript overload signatures), the one starting nearest line ``near``; without
+        ``near``, the first."""
+        key = (name, near if len(self._symbols.get(name, ())) > 1 else None)
+        if key in self._cites:
+            return self._cites[key]
+        c = self._cites[key] = self._cite(*key)
         return c
 
-    def _cite(self, name: str) -> Citation | None:
+    def _cite(self, name: str, near: int | None) -> Citation | None:
         if name == MODULE:
             start, end = header_span(self.facts)
             return Citation(self.facts.path, start, end, None, self.sha(start, end))
-        sym = self._symbols.get(name)
-        if sym is None:
+        same = self._symbols.get(name)
+        if not same:
             return None
+        sym = same[0] if near is None else min(same, key=lambda s: abs(s.start_line - near))
         return Citation(
             self.facts.path,
             sym.start_line,
@@ -196,7 +202,7 @@ def ground(draft: NoteDraft, facts: ModuleFacts, lines: list[str], key: NoteKey)
     for d in draft.items:
         cits: list[Citation] = []
         for name in d.cites:
-            c = grounder.cite(name)
+            c = grounder.cite(name, d.near)
             if c is None:
                 notes.dropped_citations += 1
             elif c not in cits:
@@ -236,7 +242,7 @@ def carry_over(items: list[NoteItem], facts: ModuleFacts, lines: list[str]) -> l
             if c.path != facts.path:
                 cits.append(c)
                 continue
-            now = grounder.cite(c.symbol if c.symbol else MODULE)
+            now = grounder.cite(c.symbol if c.symbol else MODULE, c.start_line)
             if now is None or now.span_sha != c.span_sha:
                 stale = True
                 cits.append(c if now is None else replace(now, span_sha=c.span_sha))

@@ -287,9 +287,11 @@ def static_rows(backend: StaticBackend, request: NoteRequest, key: NoteKey) -> N
     draft = backend.write_notes(request, symbol_items=False)
     rows = note_rows(ground(draft, facts, request.lines, key))
     grounder = Grounder(facts, request.lines)
-    # a symbol's own qualname is always in the parse (a repeated qualname cites the first
-    # symbol of that name, as grounding does)
-    cites = [c for sym in facts.symbols if (c := grounder.cite(sym.qualname)) is not None]
+    # a symbol's own qualname is always in the parse (of overloads sharing it, each cites
+    # its own span, as grounding does with the item's line)
+    cites = [
+        c for sym in facts.symbols if (c := grounder.cite(sym.qualname, sym.start_line)) is not None
+    ]
     assert len(cites) == len(facts.symbols)
     texts = [redact_text(backend.symbol_text(sym)) for sym in facts.symbols]
     indexed = fts_texts(texts + [(c.symbol or "").replace(".", " ") for c in cites])

@@ -34,7 +34,7 @@ def _names(items: list[str], limit: int = MAX_LISTED) -> str:
 class StaticBackend:
     name = "static"
     model = ""
-    prompt_version = "static-4"  # bump when the note text changes
+    prompt_version = "static-5"  # bump when the note text changes
     generated = False
     concurrency = 1
 
@@ -88,6 +88,7 @@ class StaticBackend:
                         cites=(sym.qualname,),
                         symbol=sym.qualname,
                         extra=tuple(c.citation for c in callers[:6]),
+                        near=sym.start_line,
                     )
                 )
         items.extend(qa)
@@ -129,6 +130,7 @@ class StaticBackend:
             text=text,
             cites=(sym.qualname,),
             symbol=sym.qualname,
+            near=sym.start_line,
         )
 
     @staticmethod
@@ -147,4 +149,10 @@ class StaticBackend:
     @classmethod
     def _symbol_item(cls, sym: Symbol) -> DraftItem:
         text = cls.symbol_text(sym)
-        return DraftItem(kind="symbol", text=text, cites=(sym.qualname,), symbol=sym.qualname)
+        return DraftItem(
+            kind="symbol",
+            text=text,
+            cites=(sym.qualname,),
+            symbol=sym.qualname,
+            near=sym.start_line,
+        )

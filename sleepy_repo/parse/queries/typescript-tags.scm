@@ -47,6 +47,17 @@
   (method_signature
     name: (property_identifier) @name.definition.method) @definition.method)
 
+; overload signatures (`function f(a: string): number;`, and a class's `m(a: string): T;`)
+; and ambient declarations (`declare function f(): void;`): each is a symbol with its own
+; span, beside the implementation that shares its name
+(function_signature
+  name: (identifier) @name.definition.function) @definition.function
+
+(class_body
+  (method_signature
+    name: [(property_identifier) (private_property_identifier)] @name.definition.method)
+    @definition.method)
+
 ; `namespace N { ... }`: members are qualified as N.member
 (internal_module
   name: (identifier) @name.scope.module
