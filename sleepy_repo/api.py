@@ -415,6 +415,7 @@ def status(repo: Repo) -> dict[str, Any]:
         }
         sleeper = repo.store.get_meta(conn, "sleeper", None)
         payoff = _payoff_json(conn, repo.config.sleep.payoff_after_days)
+        tuning = _tuning_json(repo.store.latest_tuning(conn))
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -439,6 +440,7 @@ def status(repo: Repo) -> dict[str, Any]:
         "failed": jobs.get("failed", 0),
         "failed_jobs": failed_jobs,
         "history": history,
+        "tuning": tuning,
         "batched": jobs.get("batched", 0),
         "local_backend_off": _local_off(),
         "spent": {
@@ -465,6 +467,41 @@ def status(repo: Repo) -> dict[str, Any]:
         "queue": queue,
         "payoff": payoff,
     }
+
+
+def _tuning_json(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The ranking's weights as ``status`` shows them: the defaults, or those the newest
+    tuning run fitted on this repository's history, with the scores that decided."""
+    from sleepy_repo.retrieve import DEFAULT_WEIGHTS
+
+    if run is None:
+        return {"weights": "default", "reason": "never tuned (`sleepy-repo tune`)", "run": None}
+    used = run["weights"] if run["adopted"] else DEFAULT_WEIGHTS.to_json()
+    return {
+        "weights": "tuned" if run["adopted"] else "default",
+        "reason": run["detail"].get("reason", ""),
+        "values": used,
+        "run": {k: v for k, v in run.items() if k != "id"},
+    }
+
+
+def tune(
+    repo: Repo, *, cases: int | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Fit the ranking's fusion weights on the repository's own history, score them on
+    newer commits, store the run and adopt the weights if they scored better
+    (``sleepy_repo.tune``)."""
+    from sleepy_repo import tune as tuning
+
+    if not repo.is_git:
+        raise RepoError(f"{repo.root} is not a git repository: tuning learns from its history")
+    result = tuning.tune(
+        repo.root,
+        repo.store,
+        n_cases=cases or tuning.CASES,
+        progress=(lambda d, t, _what: progress("tune", d, t)) if progress else None,
+    )
+    return {**result.record(), "chosen": result.chosen, "reason": result.reason}
 
 
 QUEUE_SHOWN = 50

@@ -228,6 +228,8 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
         f"history notes: {s['history']['modules']} modules, {s['history']['stretches']} "
         "stretches of lines by the commit that last changed them"
     )
+    t = s["tuning"]
+    out.print(f"ranking weights: {t['weights']} ({t['reason']})")
     for f in s["failed_jobs"][:10]:
         out.print(f"  failed {f['path']} ({f['backend']}): {f['error']}")
     if s["local_backend_off"]:
@@ -239,6 +241,19 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
     )
     for sk in s["skipped"]:
         out.print(f"  skipped {sk['path']}: {sk['reason']}")
+    return 0
+
+
+def cmd_tune(repo: str | None, cases: int | None, as_json: bool) -> int:
+    with _progress(not as_json) as progress:
+        result = api.tune(api.open_repo(repo), cases=cases, progress=progress)
+    if as_json:
+        _print_json(result)
+        return 0
+    out.print(
+        f"tuned on {result['fit_cases']} commits ({result['fit_range'] or 'none'}), scored on "
+        f"the {result['score_cases']} newer ones in {result['seconds']:.0f}s: {result['reason']}"
+    )
     return 0
 
 
@@ -456,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("status", "modules, fresh/stale/missing notes, queue, spending")
 
+    p = command(
+        "tune",
+        "fit the ranking's weights on this repository's past commits; adopt them if they "
+        "score better on the newer ones",
+    )
+    p.add_argument(
+        "--cases", type=int, metavar="N", help="recent commits to learn from (default 60)"
+    )
+
     p = command("notes", "the notes of one module")
     p.add_argument("path")
 
@@ -529,6 +553,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "status": lambda: cmd_status(args.repo, args.json),
         "trust": lambda: cmd_trust(args.repo, args.revoke, args.json),
         "notes": lambda: cmd_notes(args.repo, args.path, args.json),
+        "tune": lambda: cmd_tune(args.repo, args.cases, args.json),
         "context": lambda: cmd_context(args.repo, args.question, args.budget, args.json),
         "gc": lambda: cmd_gc(args.repo, args.json),
         "ask": lambda: cmd_ask(

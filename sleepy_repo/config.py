@@ -199,6 +199,10 @@ class SleepConfig:
     # notes served this many times or fewer after payoff_after_days count as not paying off
     payoff_after_days: float = field(default=7.0, metadata={"min": 0})
     store_limit_mb: float = field(default=0.0, metadata={"min": 0})  # 0 = no limit; gc enforces
+    # while idle, fit the ranking's weights on the repository's history (sleepy_repo.tune),
+    # again once HEAD is this many commits past the last fit
+    tune: bool = True
+    retune_commits: int = field(default=50, metadata={"min": 1})
 
 
 @dataclass(frozen=True)

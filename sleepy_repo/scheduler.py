@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "sleeper.lock"
 DEPENDENCY_REASON = "dependency changed"
 STATE_KEY = "sleeper"  # meta row: what the sleeper is doing, for `status`
+TUNE_CHECK_SECONDS = 600.0  # how often the sleeper asks git whether tuning is due
+TUNE_RETRY_SECONDS = 3600.0  # after a failed fit
 Clock = Callable[[], float]
 
 
@@ -120,6 +122,7 @@ class Scheduler:
     history: planner.History | None = None  # fixed history (benchmarks); else read from git
     dependency_changed: set[str] = field(default_factory=set)
     _overview_seen: tuple[Any, ...] = ()  # notes/index state the overview last considered
+    _tune_after: float = 0.0  # no tuning check before this time
 
     # -- idle --------------------------------------------------------------------------
     def idle_for(self) -> float:
@@ -209,16 +212,22 @@ class Scheduler:
 
     # -- work --------------------------------------------------------------------------
     def step(self) -> StepResult:
-        """Run the best queued job if the repository is idle."""
+        """Run the best queued job if the repository is idle; with none queued, the repo
+        overview (``deep`` effort), then the ranking's tuning when it is due."""
         if self.backend is None:
-            return StepResult("no-backend")
+            return (self._tune() if self.is_idle() else None) or StepResult("no-backend")
         if not self.is_idle():
             self.set_state("waiting for idle")
             return StepResult("busy")
         job = self._next_job()
         if job is None:
             if self.effort == "deep":
-                return self._overview()
+                result = self._overview()
+                if result.state != "empty":
+                    return result
+            tuned = self._tune()
+            if tuned is not None:
+                return tuned
             self.set_state("idle: nothing queued")
             return StepResult("empty")
         path, blob, reason = job
@@ -254,6 +263,30 @@ class Scheduler:
                 )
             return StepResult("ran", path, detail)
         return StepResult("ran", path, written=report.written)
+
+    def _tune(self) -> StepResult | None:
+        """Fit the ranking's weights on the repository's history if it is due (``[sleep]
+        tune``, ``retune_commits``); None when there is nothing to do. The fit stops between
+        cases when the developer comes back, and a failed fit waits an hour."""
+        from sleepy_repo import tune
+
+        cfg = self.config.sleep
+        if not (self.is_git and cfg.tune) or self.clock() < self._tune_after:
+            return None
+        if not tune.due(self.root, self.store, cfg.retune_commits):
+            self._tune_after = self.clock() + TUNE_CHECK_SECONDS
+            return None
+        self.set_state("tuning the ranking on the repository's history")
+        try:
+            result = tune.tune(self.root, self.store, cancel=lambda: not self.is_idle())
+        except tune.TuningCancelled as exc:
+            self.set_state("paused: the developer is back")
+            return StepResult("paused", None, str(exc))
+        except SleepyError as exc:
+            log.warning("tuning failed: %s", exc)
+            self._tune_after = self.clock() + TUNE_RETRY_SECONDS
+            return StepResult("ran", None, f"tuning failed: {exc}")
+        return StepResult("ran", None, f"tuning: {result.reason}")
 
     def _overview(self) -> StepResult:
         """With every module noted (``deep`` effort), the repo overview note, when the

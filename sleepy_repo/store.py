@@ -37,7 +37,7 @@ from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -217,7 +217,33 @@ CREATE TRIGGER history_ai AFTER INSERT ON history BEGIN INSERT INTO history_fts(
 CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(history_fts,
   rowid, summary) VALUES ('delete', old.id, old.summary); END
 """,
+    # fusion weights fitted on the repository's own history (sleepy_repo.tune): the commit
+    # ranges they were fitted and scored on, both scores, and whether they were adopted
+    10: """CREATE TABLE tuning(
+  id INTEGER PRIMARY KEY, created_at REAL NOT NULL, head TEXT NOT NULL,
+  fit_range TEXT NOT NULL, score_range TEXT NOT NULL, fit_cases INTEGER NOT NULL,
+  score_cases INTEGER NOT NULL, weights TEXT NOT NULL, default_score REAL NOT NULL,
+  tuned_score REAL NOT NULL, adopted INTEGER NOT NULL, seconds REAL NOT NULL,
+  detail TEXT NOT NULL
+)
+""",
 }
+
+
+_TUNING_COLUMNS = (
+    "created_at",
+    "head",
+    "fit_range",
+    "score_range",
+    "fit_cases",
+    "score_cases",
+    "weights",
+    "default_score",
+    "tuned_score",
+    "adopted",
+    "seconds",
+    "detail",
+)
 
 
 @dataclass(frozen=True)
@@ -478,6 +504,48 @@ class NoteStore:
         return [rows[i] for i in ids if i in rows]
 
     @staticmethod
+    def adopted_weights(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        """The fusion weights of the newest tuning run, if it adopted them."""
+        row = conn.execute(
+            "SELECT weights, adopted FROM tuning ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None or not row[1]:
+            return None
+        weights: dict[str, Any] = json.loads(row[0])
+        return weights
+
+    @staticmethod
+    def latest_tuning(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        """The newest tuning run, as stored (see ``save_tuning``)."""
+        row = conn.execute("SELECT * FROM tuning ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        out = dict(zip(row.keys(), tuple(row), strict=True))
+        out["weights"] = json.loads(out["weights"])
+        out["detail"] = json.loads(out["detail"])
+        out["adopted"] = bool(out["adopted"])
+        return out
+
+    TUNING_KEPT = 5
+
+    def save_tuning(self, conn: sqlite3.Connection, run: dict[str, Any]) -> None:
+        """Record a tuning run (keys: the ``tuning`` table's columns; ``weights`` and
+        ``detail`` as JSON objects); the newest ``TUNING_KEPT`` runs are kept."""
+        cols = _TUNING_COLUMNS
+        values = [
+            json.dumps(run[c], sort_keys=True) if c in ("weights", "detail") else run[c]
+            for c in cols
+        ]
+        conn.execute(
+            f"INSERT INTO tuning({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            values,
+        )
+        conn.execute(
+            "DELETE FROM tuning WHERE id NOT IN (SELECT id FROM tuning ORDER BY id DESC LIMIT ?)",
+            (self.TUNING_KEPT,),
+        )
+
+    @staticmethod
     def module_history(
         conn: sqlite3.Connection, path: str, limit: int = 20
     ) -> list[dict[str, Any]]:
@@ -622,22 +690,25 @@ class NoteStore:
 
         Ids are assigned here (the write transaction holds the lock), as SQLite would, so
         the items of a whole batch go in with one ``executemany`` per table. Notes that
-        already exist under a key are deleted first (rare: the delete cascades to the items
+        already exist under a key, and static notes of another static text version for the
+        same blob, are deleted first (rare: the delete cascades to the items
         and their FTS rows, which makes FTS5 write out what it holds in memory)."""
         items: list[tuple[Any, ...]] = []
         fts: list[tuple[Any, ...]] = []
         note_id = item_id = 0
         for rows in batch:
             key = rows.key
+            # the notes under this key, and static notes of an older static text version
+            # (superseded: both would be served side by side, saying the same things)
             old = conn.execute(
-                "SELECT id FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
-                "AND backend = ? AND model = ? AND effort = ?",
+                "SELECT id FROM notes WHERE path = ?1 AND blob_sha = ?2 AND ((prompt_version = ?3 "
+                "AND backend = ?4 AND model = ?5 AND effort = ?6) OR (?4 = 'static' AND "
+                "backend = 'static' AND prompt_version != ?3))",
                 key,
-            ).fetchone()
-            if old is not None or not note_id:
+            ).fetchall()
+            if old or not note_id:
                 _insert_items(conn, items, fts)
-                if old is not None:
-                    conn.execute("DELETE FROM notes WHERE id = ?", (old[0],))
+                conn.executemany("DELETE FROM notes WHERE id = ?", old)
                 note_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM notes").fetchone()[0]
                 item_id = conn.execute(
                     "SELECT coalesce(max(id), 0) + 1 FROM note_items"

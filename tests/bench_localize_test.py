@@ -633,7 +633,7 @@ def test_smoke_limit_2_every_metric(cli: Any, make_repo: Any, tmp_path: Path) ->
         "--limit",
         "2",
         "--strategies",
-        "raw,paths,whole-files,static",
+        "raw,paths,whole-files,static,static-no-pieces,static-tuned",
         "--out-dir",
         str(out),
         repo=repo,
@@ -650,7 +650,11 @@ def test_smoke_limit_2_every_metric(cli: Any, make_repo: Any, tmp_path: Path) ->
     assert r["budgets"] == [250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000]
     assert r["png_skipped"] is None and Path(r["png"]).exists()
     assert [t["raw_budget"] for t in r["coverage_headline"]["targets"]] == [2000, 4000]
-    for name in ("raw", "paths", "whole-files", "static"):
+    # the tuned row fitted on the history before the oldest case (too short here: defaults)
+    tuned = r["strategies"]["static-tuned"]["description"]
+    assert "fitted on the commits before the oldest case: " in tuned, tuned
+    assert "history too short" in tuned or "fit " in tuned, tuned
+    for name in ("raw", "paths", "whole-files", "static", "static-no-pieces", "static-tuned"):
         s = r["strategies"][name]
         assert s["status"] == "ok" and s["cases_with_gold_lines"] == 2
         for row in s["by_budget"]:

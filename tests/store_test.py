@@ -225,8 +225,9 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
         served = api.get_context(repo, "Cart total tax", 800, source=None)
         return [found, notes, [(i.path, i.start_line, i.text) for i in served.items]]
 
-    with monkeypatch.context() as m:  # answered as schema 6 would: no history notes
+    with monkeypatch.context() as m:  # answered as schema 6 would: no history, no tuning
         m.setattr(store_mod.NoteStore, "history_matches", staticmethod(lambda *a, **k: []))
+        m.setattr(store_mod.NoteStore, "adopted_weights", staticmethod(lambda *a, **k: None))
         before = answers(old)
     repo = api.open_repo(root)  # migrates
     with repo.store.read() as conn:

@@ -98,3 +98,15 @@ def test_served_lines_are_redacted_as_one_text() -> None:
     assert not any(b in line for b in body for line in out)
     assert out[-2:] == lines[-2:]
     assert redacted_lines(["x = 1", "y = 2"]) == ["x = 1", "y = 2"]
+
+
+def test_a_long_unit_is_cut_into_pieces_that_cover_it_once() -> None:
+    from sleepy_repo.units import pieces
+
+    u = Unit("m.py", 11, 135, "f")  # 125 lines
+    parts = pieces(u, 60)
+    assert [p.lines for p in parts] == [42, 41, 42]
+    assert parts[0].start_line == 11 and parts[-1].end_line == 135
+    assert all(a.end_line + 1 == b.start_line for a, b in zip(parts, parts[1:]))
+    assert all(p.symbol == "f" and p.path == "m.py" for p in parts)
+    assert pieces(u, 0) == [u] and pieces(u, 125) == [u]

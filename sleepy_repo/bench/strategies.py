@@ -35,6 +35,7 @@ text, citations), which the line and symbol metrics of ``sleepy_repo.bench.gold`
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -229,9 +230,7 @@ class BM25Paths(_Simple):
         self._rows: dict[str, tuple[int, str]] = {}  # path -> (rowid, blob sha)
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
-        ranking = retrieve.Ranking(
-            files=[(p, 0.0) for p in self.ranked(env, query)]
-        )
+        ranking = retrieve.Ranking(files=[(p, 0.0) for p in self.ranked(env, query)])
         return [from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
     def ranked(self, env: StateEnv, query: str) -> list[str]:
@@ -362,8 +361,42 @@ class StaticNotes(_Simple):
         with env.repo.store.read() as conn:
             ranking = retrieve.rank(conn, query, off=self.off)
             return [
-                from_context(retrieve.pack(ranking, conn, query, b, deny=deny))
-                for b in budgets
+                from_context(retrieve.pack(ranking, conn, query, b, deny=deny)) for b in budgets
+            ]
+
+
+class StaticTuned(StaticNotes):
+    """The product's context with the weights ``sleepy-repo tune`` fits, fitted once on
+    the history *before* the oldest case's state (its mined cases are all ancestors of it,
+    so older than every case scored) and used unchanged on every case after it."""
+
+    def __init__(self, n_cases: int | None = None) -> None:
+        super().__init__()
+        self.name = "static-tuned"
+        self.n_cases = n_cases
+        self.weights: retrieve.Weights | None = None
+        self.description = (
+            "sleepy-repo context with the weights `sleepy-repo tune` fitted on the commits "
+            "before the oldest case"
+        )
+        self.fit_record: dict[str, object] | None = None
+
+    def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
+        if self.weights is None:
+            from sleepy_repo import tune
+
+            result = tune.fit(env.root, rev=env.state, n_cases=self.n_cases or tune.CASES)
+            self.weights = result.weights if result.adopted else retrieve.DEFAULT_WEIGHTS
+            self.fit_record = result.record()
+            self.description += (
+                f": {result.reason} (fit {self.fit_record['fit_range'] or 'none'}, "
+                f"{result.seconds:.0f} s of idle time)"
+            )
+        deny = DenyList(env.repo.config.scan.deny)
+        with env.repo.store.read() as conn:
+            ranking = retrieve.rank(conn, query, weights=self.weights)
+            return [
+                from_context(retrieve.pack(ranking, conn, query, b, deny=deny)) for b in budgets
             ]
 
 
@@ -423,6 +456,8 @@ REGISTRY: dict[str, Strategy] = {
     "static-no-history": StaticNotes(frozenset({"history"})),
     "static-no-notes": StaticNotes(frozenset({"notes"})),
     "static-no-graph": StaticNotes(frozenset({"graph"})),
+    "static-no-pieces": StaticNotes(frozenset({"pieces"})),
+    "static-tuned": StaticTuned(),
     "static-paths": StaticPaths(),
     "model": ModelNotes(),
 }
@@ -440,9 +475,10 @@ def select(
     names: Sequence[str],
     overrides: Mapping[str, Strategy] | None = None,
 ) -> dict[str, Strategy]:
-    """The named strategies of ``REGISTRY`` in the given order (``overrides`` first)."""
+    """The named strategies of ``REGISTRY`` in the given order (``overrides`` first); a
+    registry entry that learns during a run (``static-tuned``) comes as a fresh copy."""
     reg = {**REGISTRY, **(overrides or {})}
     unknown = [n for n in names if n not in reg]
     if unknown:
         raise SleepyError(f"unknown strategies {unknown}; known: {', '.join(reg)}")
-    return {n: reg[n] for n in names}
+    return {n: copy.copy(reg[n]) if isinstance(reg[n], StaticTuned) else reg[n] for n in names}

@@ -1,0 +1,263 @@
+"""Tune: fit the ranking's fusion weights on the repository's own past (issue 17 §4).
+
+A question cannot compute this; idle time can. The recent history is mined into cases with
+the ``bench mine`` rules (a commit's message is the question, the lines it changed are the
+answer). The cases are walked oldest first in a temporary worktree whose own store is
+refreshed at each case's parent, so every signal (chunks, static notes, history notes) is
+as of that parent and nothing the case's commit wrote is in it. At each case the real
+``retrieve.rank`` + ``retrieve.pack`` serve 1,000 tokens with each candidate weight set,
+scored by gold-line coverage plus file hit@3 (the bench's metrics).
+
+Forward in time: the older ``FIT_SHARE`` of the cases choose the weights (the candidate
+with the best mean score on them: the defaults, one weight set to nothing or doubled, or
+long units ranked whole or cut into smaller pieces); the newer rest score that choice against the
+defaults. The weights are adopted only if they score better there, so a fit that does not
+carry forward changes nothing. The run is stored (``tuning``: both commit ranges, both
+scores, the weights) and ``retrieve.rank`` uses adopted weights for every question after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sleepy_repo import api, retrieve
+from sleepy_repo.bench.gold import case_gold, coverage
+from sleepy_repo.bench.localize import _git, checkout, history_order, hit_at_k, worktree
+from sleepy_repo.bench.mine import Case, MineOptions, mine
+from sleepy_repo.bench.strategies import served_item
+from sleepy_repo.errors import SleepyError
+from sleepy_repo.redact import DenyList
+from sleepy_repo.retrieve import DEFAULT_WEIGHTS, Weights
+from sleepy_repo.store import NoteStore
+
+log = logging.getLogger(__name__)
+
+CASES = 60  # mined from the most recent history
+MIN_CASES = 20  # fewer: the repository is too young to tune, defaults stay
+FIT_SHARE = 2 / 3  # the older share chooses, the newer rest scores the choice
+BUDGET = 1000  # tokens served per candidate and case
+FACTORS = (0.0, 2.0)  # each weight alone is tried at these multiples of its default
+PIECES = (0, 30, 40)  # and the pieces long units are ranked in, at these sizes (0: whole)
+
+#: (cases done, cases total, what is happening)
+Progress = Callable[[int, int, str], None]
+
+
+class TuningCancelled(SleepyError):
+    """The developer came back: the fit stopped between cases and nothing was stored."""
+
+
+def candidates(base: Weights = DEFAULT_WEIGHTS) -> dict[str, Weights]:
+    """The weight sets tried: ``base``, ``base`` with one weight at each of ``FACTORS``
+    times its value, and ``base`` with pieces of each of ``PIECES`` lines."""
+    out = {"default": base}
+    for name, w in base.files.items():
+        for f in FACTORS:
+            files = {**base.files, name: w * f}
+            out[f"files.{name}x{f:g}"] = Weights(files, base.graph, base.units, base.piece_lines)
+    for f in FACTORS:
+        out[f"graphx{f:g}"] = Weights(base.files, base.graph * f, base.units, base.piece_lines)
+    for name, w in base.units.items():
+        for f in FACTORS:
+            units = {**base.units, name: w * f}
+            out[f"units.{name}x{f:g}"] = Weights(base.files, base.graph, units, base.piece_lines)
+    for lines in PIECES:
+        out[f"pieces{lines}"] = Weights(base.files, base.graph, base.units, lines)
+    return out
+
+
+@dataclass
+class TuneResult:
+    head: str
+    fit: list[Case]
+    scored: list[Case]
+    chosen: str  # the candidate the fit cases chose
+    weights: Weights
+    fit_scores: dict[str, float]  # candidate -> mean score on the fit cases
+    default_score: float  # on the scored cases
+    tuned_score: float
+    adopted: bool
+    seconds: float
+    reason: str = ""
+    refresh_s: float = 0.0
+    skipped: int = 0  # mined cases left out (their commit is among ``exclude``)
+    per_case: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The ``tuning`` row (``NoteStore.save_tuning``)."""
+
+        def span(cases: list[Case]) -> str:
+            return f"{cases[0].commit}..{cases[-1].commit}" if cases else ""
+
+        return {
+            "created_at": time.time(),
+            "head": self.head,
+            "fit_range": span(self.fit),
+            "score_range": span(self.scored),
+            "fit_cases": len(self.fit),
+            "score_cases": len(self.scored),
+            "weights": self.weights.to_json(),
+            "default_score": round(self.default_score, 4),
+            "tuned_score": round(self.tuned_score, 4),
+            "adopted": int(self.adopted),
+            "seconds": round(self.seconds, 1),
+            "detail": {
+                "chosen": self.chosen,
+                "reason": self.reason,
+                "budget": BUDGET,
+                "metric": "gold-line coverage + file hit@3 at 1,000 tokens, mean over cases",
+                "fit_scores": {k: round(v, 4) for k, v in self.fit_scores.items()},
+                "refresh_s": round(self.refresh_s, 1),
+            },
+        }
+
+
+def score_case(
+    conn: Any, case: Case, root: Path, weights: Weights, deny: DenyList
+) -> tuple[float, float]:
+    """(gold-line coverage, file hit@3) of the context served for ``case`` with
+    ``weights`` at ``BUDGET`` tokens, in the worktree ``root`` at the case's state."""
+    gold = case_gold(root, case)
+    ranking = retrieve.rank(conn, case.query, weights=weights)
+    ctx = retrieve.pack(ranking, conn, case.query, BUDGET, deny=deny)
+    items = [served_item(i) for i in ctx.items]
+    cov = coverage(gold, items) or 0.0
+    return cov, hit_at_k([i.path for i in ctx.items], case.gold_files, 3)
+
+
+def fit(
+    repo_path: Path,
+    *,
+    rev: str = "HEAD",
+    n_cases: int = CASES,
+    exclude: Sequence[str] = (),
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TuneResult:
+    """Fit and score weights on the history of ``rev`` (see the module docstring).
+    ``exclude``: commits never used. ``cancel``: asked before each case; when it returns
+    True the fit stops with ``TuningCancelled``."""
+    t0 = time.perf_counter()
+    root = Path(repo_path)
+    head = _git(root, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}").strip()
+    mined = mine(root, MineOptions(n=n_cases, rev=rev)).cases
+    skip = set(exclude)
+    cases = [c for c in mined if c.commit not in skip]
+    skipped = len(mined) - len(cases)
+    base = TuneResult(
+        head=head,
+        fit=[],
+        scored=[],
+        chosen="default",
+        weights=DEFAULT_WEIGHTS,
+        fit_scores={},
+        default_score=0.0,
+        tuned_score=0.0,
+        adopted=False,
+        seconds=0.0,
+        skipped=skipped,
+    )
+    if len(cases) < MIN_CASES:
+        base.reason = f"history too short: {len(cases)} cases (at least {MIN_CASES} needed)"
+        base.seconds = time.perf_counter() - t0
+        return base
+    ordered = history_order(root, cases)
+    n_fit = int(len(ordered) * FIT_SHARE)
+    base.fit, base.scored = ordered[:n_fit], ordered[n_fit:]
+    cands = candidates()
+    sums = dict.fromkeys(cands, 0.0)
+    tuned_sum = default_sum = 0.0
+    chosen: str | None = None
+    with worktree(root, ordered[0].state) as wt:
+        repo: api.Repo | None = None
+        current: str | None = None
+        for i, case in enumerate(ordered):
+            if cancel is not None and cancel():
+                raise TuningCancelled(f"tuning stopped after {i} of {len(ordered)} cases")
+            if progress:
+                progress(i, len(ordered), case.label[:10])
+            if case.state != current:
+                checkout(wt, case.state)
+                repo = repo or api.open_repo(wt)
+                r0 = time.perf_counter()
+                api.refresh(repo, backend="static")
+                base.refresh_s += time.perf_counter() - r0
+                current = case.state
+            assert repo is not None
+            deny = DenyList(repo.config.scan.deny)
+            with repo.store.read() as conn:
+                if i < n_fit:
+                    rec: dict[str, Any] = {"commit": case.commit, "part": "fit"}
+                    for name, w in cands.items():
+                        cov, hit = score_case(conn, case, wt, w, deny)
+                        sums[name] += cov + hit
+                        rec[name] = round(cov + hit, 4)
+                else:
+                    if chosen is None:
+                        base.fit_scores = {k: v / n_fit for k, v in sums.items()}
+                        # the best on the fit cases; ties keep the defaults
+                        chosen = max(cands, key=lambda k: (sums[k], k == "default"))
+                    dc, dh = score_case(conn, case, wt, cands["default"], deny)
+                    tc, th = (
+                        (dc, dh)
+                        if chosen == "default"
+                        else score_case(conn, case, wt, cands[chosen], deny)
+                    )
+                    default_sum += dc + dh
+                    tuned_sum += tc + th
+                    rec = {"commit": case.commit, "part": "score", "default": dc + dh}
+                    rec[chosen] = tc + th
+                base.per_case.append(rec)
+    if progress:
+        progress(len(ordered), len(ordered), "done")
+    assert chosen is not None
+    n_score = len(base.scored)
+    base.chosen = chosen
+    base.weights = cands[chosen]
+    base.default_score = default_sum / n_score
+    base.tuned_score = tuned_sum / n_score
+    base.adopted = chosen != "default" and base.tuned_score > base.default_score
+    base.reason = (
+        f"{chosen} scored {base.tuned_score:.3f} on the {n_score} newer cases, the defaults "
+        f"{base.default_score:.3f}: " + ("adopted" if base.adopted else "defaults kept")
+        if chosen != "default"
+        else "the defaults scored best on the fit cases"
+    )
+    base.seconds = time.perf_counter() - t0
+    return base
+
+
+def tune(
+    root: Path,
+    store: NoteStore,
+    *,
+    n_cases: int = CASES,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TuneResult:
+    """Fit on the history of the repository at ``root`` and store the run in ``store``;
+    adopted weights rank every question after it."""
+    result = fit(root, n_cases=n_cases, progress=progress, cancel=cancel)
+    with store.write() as conn:
+        store.save_tuning(conn, result.record())
+    log.info("tuning: %s", result.reason)
+    return result
+
+
+def due(root: Path, store: NoteStore, retune_commits: int) -> bool:
+    """Whether the sleeper should tune: never tuned, or HEAD is ``retune_commits`` or more
+    commits past the newest run's head (or no longer descends from it)."""
+    with store.read() as conn:
+        run = store.latest_tuning(conn)
+    if run is None:
+        return True
+    try:
+        ahead = int(_git(root, "rev-list", "--count", f"{run['head']}..HEAD").strip())
+    except (SleepyError, ValueError):
+        return True  # the old head is gone (history rewritten): tune again
+    return ahead >= retune_commits
