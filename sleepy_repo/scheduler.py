@@ -25,6 +25,9 @@ import fcntl
 import json
 import logging
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -51,6 +54,8 @@ DEPENDENCY_REASON = "dependency changed"
 STATE_KEY = "sleeper"  # meta row: what the sleeper is doing, for `status`
 TUNE_CHECK_SECONDS = 600.0  # how often the sleeper asks git whether tuning is due
 TUNE_RETRY_SECONDS = 3600.0  # after a failed fit
+TUNE_POLL_SECONDS = 0.5  # how often a running fit's child is checked (activity, stop)
+TUNE_STOP_SECONDS = 10.0  # a stopped fit's child gets this long to clean up before a kill
 Clock = Callable[[], float]
 
 
@@ -123,6 +128,7 @@ class Scheduler:
     dependency_changed: set[str] = field(default_factory=set)
     _overview_seen: tuple[Any, ...] = ()  # notes/index state the overview last considered
     _tune_after: float = 0.0  # no tuning check before this time
+    stop_requested: Callable[[], bool] = lambda: False  # the sleeper thread is stopping
 
     # -- idle --------------------------------------------------------------------------
     def idle_for(self) -> float:
@@ -266,8 +272,11 @@ class Scheduler:
 
     def _tune(self) -> StepResult | None:
         """Fit the ranking's weights on the repository's history if it is due (``[sleep]
-        tune``, ``retune_commits``); None when there is nothing to do. The fit stops between
-        cases when the developer comes back, and a failed fit waits an hour."""
+        tune``, ``retune_commits``); None when there is nothing to do. The fit runs in a
+        child process (``python -m sleepy_repo.tune``: minutes of Python work that must not
+        hold the language server's interpreter), stopped as soon as the developer is back or
+        the sleeper stops; it stores its run only when it finishes. A failed fit waits an
+        hour."""
         from sleepy_repo import tune
 
         cfg = self.config.sleep
@@ -277,16 +286,40 @@ class Scheduler:
             self._tune_after = self.clock() + TUNE_CHECK_SECONDS
             return None
         self.set_state("tuning the ranking on the repository's history")
-        try:
-            result = tune.tune(self.root, self.store, cancel=lambda: not self.is_idle())
-        except tune.TuningCancelled as exc:
-            self.set_state("paused: the developer is back")
-            return StepResult("paused", None, str(exc))
-        except SleepyError as exc:
-            log.warning("tuning failed: %s", exc)
+        # stderr to a file: a pipe could fill while nobody reads it
+        with tempfile.TemporaryFile("w+") as errors:
+            child = [sys.executable, "-m", "sleepy_repo.tune", str(self.root)]
+            proc = subprocess.Popen(
+                [*child, "--cases", str(tune.CASES)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            return self._tune_wait(proc, errors)
+
+    def _tune_wait(self, proc: subprocess.Popen[bytes], errors: IO[str]) -> StepResult:
+        while proc.poll() is None:
+            if not self.is_idle() or self.stop_requested():
+                proc.terminate()  # the child removes its worktree on SIGTERM
+                try:
+                    proc.wait(TUNE_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                self.set_state("paused: the developer is back")
+                return StepResult("paused", None, "tuning stopped: the developer is back")
+            time.sleep(TUNE_POLL_SECONDS)
+        errors.seek(0)
+        err = errors.read().strip()
+        if proc.returncode != 0:
+            why = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+            log.warning("tuning failed: %s", why)
             self._tune_after = self.clock() + TUNE_RETRY_SECONDS
-            return StepResult("ran", None, f"tuning failed: {exc}")
-        return StepResult("ran", None, f"tuning: {result.reason}")
+            return StepResult("ran", None, f"tuning failed: {why}")
+        with self.store.read() as conn:
+            run = self.store.latest_tuning(conn)
+        reason = run["detail"].get("reason", "") if run else ""
+        return StepResult("ran", None, f"tuning: {reason}")
 
     def _overview(self) -> StepResult:
         """With every module noted (``deep`` effort), the repo overview note, when the
@@ -357,6 +390,7 @@ class SleepThread(threading.Thread):
     ) -> None:
         super().__init__(name="sleepy-sleeper", daemon=True)
         self.scheduler = scheduler
+        scheduler.stop_requested = self._stopping
         self.tick = tick
         self.housekeeping = housekeeping
         self.housekeeping_seconds = housekeeping_seconds
@@ -365,6 +399,9 @@ class SleepThread(threading.Thread):
         self._was_idle = False
         self._last_housekeeping = 0.0
         self.steps: list[StepResult] = []
+
+    def _stopping(self) -> bool:
+        return self._stop_event.is_set()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop_event.set()

@@ -249,6 +249,33 @@ def tune(
     return result
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sleepy_repo.tune REPO [--cases N]``: the sleeper's child process. It fits,
+    stores the run in REPO's store and exits 0; SIGTERM stops it, its worktree removed."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m sleepy_repo.tune")
+    parser.add_argument("repo")
+    parser.add_argument("--cases", type=int, default=CASES)
+    args = parser.parse_args(argv)
+
+    def stop(signum: int, frame: object) -> None:
+        raise TuningCancelled("stopped by the sleeper")
+
+    signal.signal(signal.SIGTERM, stop)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    try:
+        api.tune(api.open_repo(args.repo), cases=args.cases)
+    except TuningCancelled:
+        return 130
+    except SleepyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def due(root: Path, store: NoteStore, retune_commits: int) -> bool:
     """Whether the sleeper should tune: never tuned, or HEAD is ``retune_commits`` or more
     commits past the newest run's head (or no longer descends from it)."""
@@ -261,3 +288,7 @@ def due(root: Path, store: NoteStore, retune_commits: int) -> bool:
     except (SleepyError, ValueError):
         return True  # the old head is gone (history rewritten): tune again
     return ahead >= retune_commits
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

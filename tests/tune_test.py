@@ -167,23 +167,44 @@ def test_the_sleeper_tunes_when_idle_and_stops_when_the_developer_is_back(
     git(tmp_path, "clone", "-q", str(history_repo), str(root))
     repo = api.open_repo(root)
     api.refresh(repo)
-    monkeypatch.setattr(tune, "CASES", 24)
+    monkeypatch.setattr(tune, "CASES", 24)  # passed on to the child process
     sch = Scheduler(repo.root, True, repo.store, Config(), None)
-    # the developer comes back after the first case: nothing is stored
-    answers = iter([True] + [True] * 2 + [False] * 1000)
+    worktrees = git(root, "worktree", "list")
+    # the developer comes back while the child fits: it is stopped, nothing is stored, and
+    # its worktree is gone
+    answers = iter([True] * 3 + [False] * 1000)
     monkeypatch.setattr(sch, "is_idle", lambda: next(answers))
     paused = sch.step()
-    assert paused.state == "paused" and "tuning stopped after" in paused.detail
+    assert paused.state == "paused" and paused.detail == "tuning stopped: the developer is back"
     with repo.store.read() as conn:
         assert repo.store.latest_tuning(conn) is None
+    git(root, "worktree", "prune")
+    assert git(root, "worktree", "list") == worktrees
     # idle throughout: the run is stored, and not repeated until HEAD moves on
     monkeypatch.setattr(sch, "is_idle", lambda: True)
     ran = sch.step()
     assert ran.state == "ran" and ran.detail.startswith("tuning: "), ran
     with repo.store.read() as conn:
-        assert repo.store.latest_tuning(conn) is not None
+        run = repo.store.latest_tuning(conn)
+    assert run is not None and run["fit_cases"] == 16
     assert sch.step().state == "no-backend"
     assert not tune.due(repo.root, repo.store, Config().sleep.retune_commits)
+
+
+def test_a_stopping_sleeper_stops_the_fit(
+    history_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(history_repo), str(root))
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    sch = Scheduler(repo.root, True, repo.store, Config(), None)
+    monkeypatch.setattr(sch, "is_idle", lambda: True)
+    polls = iter([False, False] + [True] * 1000)
+    sch.stop_requested = lambda: next(polls)
+    assert sch.step().state == "paused"
+    with repo.store.read() as conn:
+        assert repo.store.latest_tuning(conn) is None
 
 
 def test_a_schema_9_store_gains_the_tuning_table(history_repo: Path, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ that matches a question."""
 
 from __future__ import annotations
 
+import itertools
+
 from sleepy_repo.parse import parse_module
 from sleepy_repo.units import UNIT_MAX_LINES, SymbolSpan, Unit, best_window, units_of
 
@@ -107,6 +109,6 @@ def test_a_long_unit_is_cut_into_pieces_that_cover_it_once() -> None:
     parts = pieces(u, 60)
     assert [p.lines for p in parts] == [42, 41, 42]
     assert parts[0].start_line == 11 and parts[-1].end_line == 135
-    assert all(a.end_line + 1 == b.start_line for a, b in zip(parts, parts[1:]))
+    assert all(a.end_line + 1 == b.start_line for a, b in itertools.pairwise(parts))
     assert all(p.symbol == "f" and p.path == "m.py" for p in parts)
     assert pieces(u, 0) == [u] and pieces(u, 125) == [u]
