@@ -486,7 +486,11 @@ def _tuning_json(run: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def tune(
-    repo: Repo, *, cases: int | None = None, progress: Progress | None = None
+    repo: Repo,
+    *,
+    cases: int | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Fit the ranking's fusion weights on the repository's own history, score them on
     newer commits, store the run and adopt the weights if they scored better
@@ -495,13 +499,18 @@ def tune(
 
     if not repo.is_git:
         raise RepoError(f"{repo.root} is not a git repository: tuning learns from its history")
+    if cases is not None and cases < tuning.MIN_CASES:
+        raise SleepyError(f"--cases must be at least {tuning.MIN_CASES}, got {cases}")
     result = tuning.tune(
         repo.root,
         repo.store,
         n_cases=cases or tuning.CASES,
         progress=(lambda d, t, _what: progress("tune", d, t)) if progress else None,
+        cancel=cancel,
     )
-    return {**result.record(), "chosen": result.chosen, "reason": result.reason}
+    with repo.store.read() as conn:
+        stored = repo.store.latest_tuning(conn) or {}
+    return {**stored, "chosen": result.chosen, "reason": result.reason}
 
 
 QUEUE_SHOWN = 50

@@ -583,6 +583,8 @@ budget = 1500
 # weight_open = 2.0
 # weight_hits = 1.5
 # store_limit_mb = 0                  # 0 = no limit; enforced by `gc` and from idle time
+# tune = true                         # fit the ranking on this repo's history while idle
+# retune_commits = 50                 # again once HEAD is this many commits further
 """
 
 

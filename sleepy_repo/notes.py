@@ -168,7 +168,7 @@ class Grounder:
         """One cited name (a qualname or ``MODULE``) as a citation; None if unknown. Where
         several symbols share the qualname (``@overload`` stubs and their implementation,
         TypeScript overload signatures), the one starting nearest line ``near``; without
-        ``near``, the first."""
+        ``near``, the longest (the implementation, not a one-line stub)."""
         key = (name, near if len(self._symbols.get(name, ())) > 1 else None)
         if key in self._cites:
             return self._cites[key]
@@ -182,7 +182,10 @@ class Grounder:
         same = self._symbols.get(name)
         if not same:
             return None
-        sym = same[0] if near is None else min(same, key=lambda s: abs(s.start_line - near))
+        if near is None:  # a model cites by name: the implementation, the longest of them
+            sym = max(same, key=lambda s: (s.end_line - s.start_line, -s.start_line))
+        else:
+            sym = min(same, key=lambda s: abs(s.start_line - near))
         return Citation(
             self.facts.path,
             sym.start_line,

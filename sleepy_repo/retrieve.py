@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
+import json
 import re
 import sqlite3
 from collections import defaultdict
@@ -85,6 +87,12 @@ class Weights:
             "units": dict(self.units),
             "piece_lines": self.piece_lines,
         }
+
+    def digest(self) -> str:
+        """A short digest of the weights (a fit records the defaults it started from: one
+        from other defaults is out of date, its snapshot would hide a change of them)."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Weights:
@@ -444,7 +452,7 @@ def rank(
     the fusion weights (default: those fitted for this repository and adopted, see
     ``sleepy_repo.tune``, else ``DEFAULT_WEIGHTS``)."""
     if weights is None:
-        stored = NoteStore.adopted_weights(conn)
+        stored = NoteStore.adopted_weights(conn, DEFAULT_WEIGHTS.digest())
         weights = DEFAULT_WEIGHTS if stored is None else Weights.from_json(stored)
     terms = query_terms(question)
     chunks = bm25_chunks(conn, terms)

@@ -54,6 +54,8 @@ DEPENDENCY_REASON = "dependency changed"
 STATE_KEY = "sleeper"  # meta row: what the sleeper is doing, for `status`
 TUNE_CHECK_SECONDS = 600.0  # how often the sleeper asks git whether tuning is due
 TUNE_RETRY_SECONDS = 3600.0  # after a failed fit
+TUNE_IDLE_FACTOR = 5.0  # tuning starts after this many times [sleep] idle_seconds idle
+TUNE_PAUSE_SECONDS = 900.0  # a fit stopped by the developer starts again no sooner
 TUNE_POLL_SECONDS = 0.5  # how often a running fit's child is checked (activity, stop)
 TUNE_STOP_SECONDS = 10.0  # a stopped fit's child gets this long to clean up before a kill
 Clock = Callable[[], float]
@@ -282,6 +284,8 @@ class Scheduler:
         cfg = self.config.sleep
         if not (self.is_git and cfg.tune) or self.clock() < self._tune_after:
             return None
+        if self.idle_for() < TUNE_IDLE_FACTOR * cfg.idle_seconds:
+            return None  # minutes of work: only in a longer idle spell than notes need
         if not tune.due(self.root, self.store, cfg.retune_commits):
             self._tune_after = self.clock() + TUNE_CHECK_SECONDS
             return None
@@ -307,6 +311,7 @@ class Scheduler:
                     proc.kill()
                     proc.wait()
                 self.set_state("paused: the developer is back")
+                self._tune_after = self.clock() + TUNE_PAUSE_SECONDS  # not every idle spell
                 return StepResult("paused", None, "tuning stopped: the developer is back")
             time.sleep(TUNE_POLL_SECONDS)
         errors.seek(0)

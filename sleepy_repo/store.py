@@ -504,12 +504,13 @@ class NoteStore:
         return [rows[i] for i in ids if i in rows]
 
     @staticmethod
-    def adopted_weights(conn: sqlite3.Connection) -> dict[str, Any] | None:
-        """The fusion weights of the newest tuning run, if it adopted them."""
+    def adopted_weights(conn: sqlite3.Connection, defaults: str) -> dict[str, Any] | None:
+        """The fusion weights of the newest tuning run, if it adopted them and started from
+        the defaults with digest ``defaults`` (``retrieve.Weights.digest``)."""
         row = conn.execute(
-            "SELECT weights, adopted FROM tuning ORDER BY id DESC LIMIT 1"
+            "SELECT weights, adopted, detail FROM tuning ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        if row is None or not row[1]:
+        if row is None or not row[1] or json.loads(row[2]).get("defaults") != defaults:
             return None
         weights: dict[str, Any] = json.loads(row[0])
         return weights

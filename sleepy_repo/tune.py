@@ -18,6 +18,7 @@ scores, the weights) and ``retrieve.rank`` uses adopted weights for every questi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,10 +28,18 @@ from typing import Any
 
 from sleepy_repo import api, retrieve
 from sleepy_repo.bench.gold import case_gold, coverage
-from sleepy_repo.bench.localize import _git, checkout, history_order, hit_at_k, worktree
+from sleepy_repo.bench.localize import (
+    _git,
+    checkout,
+    history_order,
+    hit_at_k,
+    remove_stale_worktrees,
+    worktree,
+)
 from sleepy_repo.bench.mine import Case, MineOptions, mine
 from sleepy_repo.bench.strategies import served_item
-from sleepy_repo.errors import SleepyError
+from sleepy_repo.config import StoreConfig
+from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import DEFAULT_WEIGHTS, Weights
 from sleepy_repo.store import NoteStore
@@ -38,7 +47,10 @@ from sleepy_repo.store import NoteStore
 log = logging.getLogger(__name__)
 
 CASES = 60  # mined from the most recent history
-MIN_CASES = 20  # fewer: the repository is too young to tune, defaults stay
+MIN_CASES = 30  # fewer: the repository is too young to tune, defaults stay
+MIN_SCORED = 10  # newer cases the choice must be scored on before it can be adopted
+MARGIN = 0.01  # and by how much it must beat the defaults there (of a score in [0, 2])
+WORKTREE_PREFIX = "sleepy-tune-"
 FIT_SHARE = 2 / 3  # the older share chooses, the newer rest scores the choice
 BUDGET = 1000  # tokens served per candidate and case
 FACTORS = (0.0, 2.0)  # each weight alone is tried at these multiples of its default
@@ -69,6 +81,11 @@ def candidates(base: Weights = DEFAULT_WEIGHTS) -> dict[str, Weights]:
     for lines in PIECES:
         out[f"pieces{lines}"] = Weights(base.files, base.graph, base.units, lines)
     return out
+
+
+def defaults_key() -> str:
+    """The digest of the code's default weights that a run records."""
+    return DEFAULT_WEIGHTS.digest()
 
 
 @dataclass
@@ -107,6 +124,7 @@ class TuneResult:
             "adopted": int(self.adopted),
             "seconds": round(self.seconds, 1),
             "detail": {
+                "defaults": defaults_key(),
                 "chosen": self.chosen,
                 "reason": self.reason,
                 "budget": BUDGET,
@@ -115,6 +133,14 @@ class TuneResult:
                 "refresh_s": round(self.refresh_s, 1),
             },
         }
+
+
+def _commit_times(root: Path, commits: list[str]) -> dict[str, int]:
+    """Committer time of each commit."""
+    if not commits:
+        return {}
+    out = _git(root, "log", "--no-walk=unsorted", "--format=%H %ct", *commits)
+    return {sha: int(t) for sha, t in (line.split() for line in out.splitlines() if line)}
 
 
 def score_case(
@@ -166,14 +192,35 @@ def fit(
         base.reason = f"history too short: {len(cases)} cases (at least {MIN_CASES} needed)"
         base.seconds = time.perf_counter() - t0
         return base
-    ordered = history_order(root, cases)
-    n_fit = int(len(ordered) * FIT_SHARE)
-    base.fit, base.scored = ordered[:n_fit], ordered[n_fit:]
+    # forward in time by the cases' own commit times: every fit commit is older than every
+    # scored one (a branch's commit can have an old parent); each part is walked in
+    # history order
+    when = _commit_times(root, [c.commit for c in cases if c.commit])
+    by_time = sorted(cases, key=lambda c: when.get(c.commit or "", 0))
+    n_fit = int(len(by_time) * FIT_SHARE)
+    fit_part = history_order(root, by_time[:n_fit])
+    score_part = history_order(root, by_time[n_fit:])
+    ordered = fit_part + score_part
+    base.fit, base.scored = fit_part, score_part
     cands = candidates()
     sums = dict.fromkeys(cands, 0.0)
     tuned_sum = default_sum = 0.0
     chosen: str | None = None
-    with worktree(root, ordered[0].state) as wt:
+    main = api.open_repo(root)
+    # the worktree's own store, whatever the config says (an absolute [store] path would
+    # otherwise be the user's own store), and the main repository's config and deny list
+    cfg = dataclasses.replace(main.config, store=StoreConfig(path=".sleepy/tune"))
+    deny = DenyList(cfg.scan.deny)
+    remove_stale_worktrees(root, WORKTREE_PREFIX)
+    unusable: set[int] = set()  # cases whose state could not be checked out
+    fit_used = score_used = 0
+
+    def choose() -> str:
+        """The best candidate on the fit cases; ties keep the defaults."""
+        base.fit_scores = {k: v / max(fit_used, 1) for k, v in sums.items()}
+        return max(cands, key=lambda k: (sums[k], k == "default"))
+
+    with worktree(root, ordered[0].state, prefix=WORKTREE_PREFIX) as wt:
         repo: api.Repo | None = None
         current: str | None = None
         for i, case in enumerate(ordered):
@@ -182,14 +229,25 @@ def fit(
             if progress:
                 progress(i, len(ordered), case.label[:10])
             if case.state != current:
-                checkout(wt, case.state)
-                repo = repo or api.open_repo(wt)
+                try:
+                    checkout(wt, case.state)
+                except RepoError as exc:  # e.g. a blob this clone lacks: the case is left out
+                    log.warning("tuning skips %s: %s", case.label, exc)
+                    base.skipped += 1
+                    unusable.add(i)
+                    current = None
+                    continue
+                if repo is None:
+                    store = NoteStore(cfg.store_dir(wt))
+                    if store.path.resolve() == main.store.path.resolve():
+                        raise SleepyError("tuning would write into the repository's own store")
+                    store.ensure()
+                    repo = api.Repo(root=wt, is_git=True, config=cfg, store=store)
                 r0 = time.perf_counter()
                 api.refresh(repo, backend="static")
                 base.refresh_s += time.perf_counter() - r0
                 current = case.state
             assert repo is not None
-            deny = DenyList(repo.config.scan.deny)
             with repo.store.read() as conn:
                 if i < n_fit:
                     rec: dict[str, Any] = {"commit": case.commit, "part": "fit"}
@@ -197,11 +255,10 @@ def fit(
                         cov, hit = score_case(conn, case, wt, w, deny)
                         sums[name] += cov + hit
                         rec[name] = round(cov + hit, 4)
+                    fit_used += 1
                 else:
                     if chosen is None:
-                        base.fit_scores = {k: v / n_fit for k, v in sums.items()}
-                        # the best on the fit cases; ties keep the defaults
-                        chosen = max(cands, key=lambda k: (sums[k], k == "default"))
+                        chosen = choose()
                     dc, dh = score_case(conn, case, wt, cands["default"], deny)
                     tc, th = (
                         (dc, dh)
@@ -212,19 +269,24 @@ def fit(
                     tuned_sum += tc + th
                     rec = {"commit": case.commit, "part": "score", "default": dc + dh}
                     rec[chosen] = tc + th
+                    score_used += 1
                 base.per_case.append(rec)
     if progress:
         progress(len(ordered), len(ordered), "done")
-    assert chosen is not None
-    n_score = len(base.scored)
+    if chosen is None:
+        chosen = choose()
+    base.fit = [c for i, c in enumerate(base.fit) if i not in unusable]
+    base.scored = [c for i, c in enumerate(base.scored, n_fit) if i not in unusable]
+    n_score = max(score_used, 1)
     base.chosen = chosen
     base.weights = cands[chosen]
     base.default_score = default_sum / n_score
     base.tuned_score = tuned_sum / n_score
-    base.adopted = chosen != "default" and base.tuned_score > base.default_score
+    base.adopted = chosen != "default" and score_used > 0 and base.tuned_score > base.default_score
     base.reason = (
-        f"{chosen} scored {base.tuned_score:.3f} on the {n_score} newer cases, the defaults "
-        f"{base.default_score:.3f}: " + ("adopted" if base.adopted else "defaults kept")
+        f"{chosen} scored {base.tuned_score:.3f} on the {score_used} newer cases, the defaults "
+        f"{base.default_score:.3f}: "
+        + ("adopted" if base.adopted else f"defaults kept (adopted at +{MARGIN} or more)")
         if chosen != "default"
         else "the defaults scored best on the fit cases"
     )
@@ -261,13 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=CASES)
     args = parser.parse_args(argv)
 
-    def stop(signum: int, frame: object) -> None:
-        raise TuningCancelled("stopped by the sleeper")
+    import os
 
-    signal.signal(signal.SIGTERM, stop)
+    stopped: list[int] = []
+    parent = os.getppid()
+    # SIGTERM only sets a flag, checked between cases: the worktree is always removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     try:
-        api.tune(api.open_repo(args.repo), cases=args.cases)
+        api.tune(
+            api.open_repo(args.repo),
+            cases=args.cases,
+            cancel=lambda: bool(stopped) or os.getppid() != parent,  # or the sleeper died
+        )
     except TuningCancelled:
         return 130
     except SleepyError as exc:
@@ -277,11 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def due(root: Path, store: NoteStore, retune_commits: int) -> bool:
-    """Whether the sleeper should tune: never tuned, or HEAD is ``retune_commits`` or more
-    commits past the newest run's head (or no longer descends from it)."""
+    """Whether the sleeper should tune: never tuned, tuned for other default weights, or
+    HEAD is ``retune_commits`` or more commits past the newest run's head."""
     with store.read() as conn:
         run = store.latest_tuning(conn)
-    if run is None:
+    if run is None or run["detail"].get("defaults") != defaults_key():
         return True
     try:
         ahead = int(_git(root, "rev-list", "--count", f"{run['head']}..HEAD").strip())

@@ -6,12 +6,13 @@ back)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from sleepy_repo import api, retrieve, tune
+from sleepy_repo import api, retrieve, scheduler, tune
 from sleepy_repo.config import Config
 from sleepy_repo.scheduler import Scheduler
 from sleepy_repo.store import SCHEMA_VERSION
@@ -21,6 +22,7 @@ from helpers import CLI, git
 WORDS = [
     "invoice", "refund", "coupon", "shipping", "warehouse", "ledger", "currency", "payroll",
     "discount", "checkout", "inventory", "receipt", "voucher", "tariff", "rebate",
+    "pallet", "freight", "customs", "parcel", "invoiceline",
 ]  # fmt: skip
 
 
@@ -91,12 +93,17 @@ def test_a_fit_is_forward_in_time_and_sees_each_case_as_of_its_parent(
     mp = pytest.MonkeyPatch()
     mp.setattr(tune, "score_case", spy)
     try:
-        result = tune.fit(history_repo, n_cases=24)
+        result = tune.fit(history_repo, n_cases=36)
     finally:
         mp.undo()
-    assert len(result.fit) == 16 and len(result.scored) == 8
+    assert len(result.fit) == 24 and len(result.scored) == 12
     assert seen and not any(leak for _, leak in seen)  # no case's message in its store
-    # every fit commit is an ancestor of (older than) every scored case's state
+    # every fit commit is older than every scored one, and (linear history) an ancestor of
+    # every scored case's state
+    times = dict(line.split() for line in git(history_repo, "log", "--format=%H %ct").splitlines())
+    assert max(int(times[c.commit]) for c in result.fit) <= min(
+        int(times[c.commit]) for c in result.scored
+    )
     for f in result.fit:
         for s in result.scored:
             assert git(history_repo, "merge-base", "--is-ancestor", f.commit, s.state) == ""
@@ -108,6 +115,27 @@ def test_a_fit_is_forward_in_time_and_sees_each_case_as_of_its_parent(
     )
 
 
+def test_a_state_that_cannot_be_checked_out_is_left_out(
+    history_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone missing a blob of an old state (a partial mirror) loses that case, not the fit."""
+    from sleepy_repo.errors import RepoError
+
+    real = tune.checkout
+    broken: list[str] = []
+
+    def checkout(path: Path, state: str) -> None:
+        if not broken:
+            broken.append(state)
+            raise RepoError(f"git checkout {state} failed: unable to read sha1 file")
+        real(path, state)
+
+    monkeypatch.setattr(tune, "checkout", checkout)
+    result = tune.fit(history_repo, n_cases=36)
+    assert result.skipped == 1 and len(result.fit) == 23 and len(result.scored) == 12
+    assert all(c.state != broken[0] for c in result.fit)
+
+
 def test_tune_stores_the_run_status_shows_it_and_context_uses_adopted_weights(
     history_repo: Path, tmp_path: Path, cli: CLI
 ) -> None:
@@ -115,8 +143,8 @@ def test_tune_stores_the_run_status_shows_it_and_context_uses_adopted_weights(
     git(tmp_path, "clone", "-q", str(history_repo), str(root))
     cli.run("refresh", repo=root)
     assert cli.json("status", repo=root)["tuning"]["weights"] == "default"
-    out = cli.run("tune", "--cases", "24", repo=root).stdout
-    assert "tuned on 16 commits" in out and "scored on the 8 newer ones" in out, out
+    out = cli.run("tune", "--cases", "36", repo=root).stdout
+    assert "tuned on 24 commits" in out and "scored on the 12 newer ones" in out, out
     status = cli.json("status", repo=root)["tuning"]
     run = status["run"]
     shas = git(root, "log", "--format=%H").split()
@@ -124,7 +152,7 @@ def test_tune_stores_the_run_status_shows_it_and_context_uses_adopted_weights(
     oldest_scored, _ = run["score_range"].split("..")
     assert shas.index(newest_fit) > shas.index(oldest_scored)  # log is newest first
     assert shas.index(oldest_fit) > shas.index(newest_fit)
-    assert run["head"] == shas[0] and run["fit_cases"] == 16 and run["score_cases"] == 8
+    assert run["head"] == shas[0] and run["fit_cases"] == 24 and run["score_cases"] == 12
     assert status["weights"] == ("tuned" if run["adopted"] else "default")
     human = cli.run("status", repo=root).stdout
     assert f"ranking weights: {status['weights']}" in human
@@ -140,13 +168,22 @@ def test_tune_stores_the_run_status_shows_it_and_context_uses_adopted_weights(
             ranking = retrieve.rank(conn, "the long ledger report rows")
         longest = max(r.unit.lines for r in ranking.units)
         assert (longest <= 10) == adopted, longest
+    # weights fitted from other defaults (an older sleepy-repo) are out of date: not used,
+    # and a new fit is due
+    other = {**run, "detail": {**run["detail"], "defaults": "older"}}
+    with repo.store.write() as conn:
+        repo.store.save_tuning(conn, {**other, "weights": small.to_json(), "adopted": True})
     with repo.store.read() as conn:
-        assert conn.execute("SELECT count(*) FROM tuning").fetchone()[0] == 3
+        ranking = retrieve.rank(conn, "the long ledger report rows")
+    assert max(r.unit.lines for r in ranking.units) > 10
+    assert tune.due(root, repo.store, 50)
+    with repo.store.read() as conn:
+        assert conn.execute("SELECT count(*) FROM tuning").fetchone()[0] == 4
 
 
 def test_a_young_repository_keeps_the_defaults(tmp_path: Path, cli: CLI) -> None:
     root = tmp_path / "young"
-    make_history(root, rounds=1)  # 15 commits: fewer cases than a fit needs
+    make_history(root, rounds=1)  # 20 commits: fewer cases than a fit needs
     result = cli.json("tune", repo=root)
     assert not result["adopted"] and result["fit_cases"] == 0
     assert "history too short" in result["reason"]
@@ -167,26 +204,30 @@ def test_the_sleeper_tunes_when_idle_and_stops_when_the_developer_is_back(
     git(tmp_path, "clone", "-q", str(history_repo), str(root))
     repo = api.open_repo(root)
     api.refresh(repo)
-    monkeypatch.setattr(tune, "CASES", 24)  # passed on to the child process
+    monkeypatch.setattr(tune, "CASES", 36)  # passed on to the child process
     sch = Scheduler(repo.root, True, repo.store, Config(), None)
     worktrees = git(root, "worktree", "list")
-    # the developer comes back while the child fits: it is stopped, nothing is stored, and
-    # its worktree is gone
-    answers = iter([True] * 3 + [False] * 1000)
-    monkeypatch.setattr(sch, "is_idle", lambda: next(answers))
+    # the developer comes back once the child's worktree exists: the child is stopped,
+    # nothing is stored, and its worktree is gone
+    monkeypatch.setattr(
+        sch, "is_idle", lambda: tune.WORKTREE_PREFIX not in git(root, "worktree", "list")
+    )
     paused = sch.step()
     assert paused.state == "paused" and paused.detail == "tuning stopped: the developer is back"
     with repo.store.read() as conn:
         assert repo.store.latest_tuning(conn) is None
-    git(root, "worktree", "prune")
     assert git(root, "worktree", "list") == worktrees
-    # idle throughout: the run is stored, and not repeated until HEAD moves on
+    # idle throughout: not before the pause's backoff is over; then the run is stored, and
+    # not repeated until HEAD moves on
     monkeypatch.setattr(sch, "is_idle", lambda: True)
+    assert sch.step().state == "no-backend"
+    later = time.time() + scheduler.TUNE_PAUSE_SECONDS + 1
+    monkeypatch.setattr(sch, "clock", lambda: later)
     ran = sch.step()
     assert ran.state == "ran" and ran.detail.startswith("tuning: "), ran
     with repo.store.read() as conn:
         run = repo.store.latest_tuning(conn)
-    assert run is not None and run["fit_cases"] == 16
+    assert run is not None and run["fit_cases"] == 24
     assert sch.step().state == "no-backend"
     assert not tune.due(repo.root, repo.store, Config().sleep.retune_commits)
 

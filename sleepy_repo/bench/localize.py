@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -129,13 +130,33 @@ def history_order(repo: Path, cases: Sequence[Case]) -> list[Case]:
     return [cases[i] for i in order]
 
 
+# git in a temporary worktree: no hook of the user's runs, no LFS download, no lazy fetch
+# of a partial clone's missing objects (a case whose state lacks them is left out)
+_QUIET_GIT = ("-c", "core.hooksPath=/dev/null")
+_QUIET_ENV = {"GIT_LFS_SKIP_SMUDGE": "1", "GIT_NO_LAZY_FETCH": "1"}
+WORKTREE_PREFIX = "sleepy-bench-localize-"
+
+
+def _quiet_git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", *_QUIET_GIT, "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_QUIET_ENV},
+    )
+    if proc.returncode != 0:
+        raise RepoError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 @contextlib.contextmanager
-def worktree(repo: Path, first: str) -> Iterator[Path]:
-    """One detached worktree in a temp dir, removed at the end whatever happens."""
-    tmp = Path(tempfile.mkdtemp(prefix="sleepy-bench-localize-"))
+def worktree(repo: Path, first: str, prefix: str = WORKTREE_PREFIX) -> Iterator[Path]:
+    """One detached worktree in a temp dir, removed at the end whatever happens (only this
+    one: the repository's other worktrees are never pruned)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     path = tmp / "worktree"
     try:
-        _git(repo, "worktree", "add", "--detach", "--quiet", str(path), first)
+        _quiet_git(repo, "worktree", "add", "--detach", "--quiet", str(path), first)
         yield path
     finally:
         subprocess.run(
@@ -143,11 +164,30 @@ def worktree(repo: Path, first: str) -> Iterator[Path]:
             capture_output=True,
         )
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
+
+
+def remove_stale_worktrees(repo: Path, prefix: str) -> int:
+    """Remove the repository's worktrees in temp dirs named ``prefix`` (left by a process
+    that was killed); returns how many."""
+    gone = 0
+    for line in _git(repo, "worktree", "list", "--porcelain").splitlines():
+        if not line.startswith("worktree "):
+            continue
+        path = Path(line.removeprefix("worktree "))
+        if path.parent.name.startswith(prefix) and path.parent.parent == Path(
+            tempfile.gettempdir()
+        ):
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(path)],
+                capture_output=True,
+            )
+            shutil.rmtree(path.parent, ignore_errors=True)
+            gone += 1
+    return gone
 
 
 def checkout(path: Path, state: str) -> None:
-    _git(path, "checkout", "--detach", "--force", "--quiet", state)
+    _quiet_git(path, "checkout", "--detach", "--force", "--quiet", state)
 
 
 # -- the run -------------------------------------------------------------------------------

@@ -385,7 +385,10 @@ class StaticTuned(StaticNotes):
         if self.weights is None:
             from sleepy_repo import tune
 
-            result = tune.fit(env.root, rev=env.state, n_cases=self.n_cases or tune.CASES)
+            try:
+                result = tune.fit(env.root, rev=env.state, n_cases=self.n_cases or tune.CASES)
+            except SleepyError as exc:
+                raise StrategyError(f"tuning failed: {exc}") from exc
             self.weights = result.weights if result.adopted else retrieve.DEFAULT_WEIGHTS
             self.fit_record = result.record()
             self.description += (
