@@ -69,7 +69,7 @@ from sleepy_repo.bench.gold import (
 from sleepy_repo.bench.mine import Case
 from sleepy_repo.bench.reader import Reader
 from sleepy_repo.bench.strategies import Served, StateEnv, Strategy, StrategyError
-from sleepy_repo.config import Config, StoreConfig, load_config
+from sleepy_repo.config import CONFIG_DIR, Config, StoreConfig, load_config
 from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.redact import DenyList
 from sleepy_repo.store import NoteStore
@@ -220,10 +220,12 @@ def _spent(repo: api.Repo, before: dict[str, int]) -> dict[str, int]:
     return {"tokens": tokens, **delta}
 
 
-def family_repo(root: Path, family: str, config: Config) -> api.Repo:
+def family_repo(root: Path, family: str, config: Config, path: str | None = None) -> api.Repo:
     """The store of ``family``'s model notes in the worktree ``root`` (beside the main
-    one, so strategies on static notes never see model notes)."""
-    cfg = dataclasses.replace(config, store=StoreConfig(path=f".sleepy/bench-{family}"))
+    one, so strategies on static notes never see model notes); with ``path``, the store
+    there (the static one). Always inside the worktree, whatever the config says: an
+    absolute ``[store] path`` would otherwise be the user's own store."""
+    cfg = dataclasses.replace(config, store=StoreConfig(path=path or f".sleepy/bench-{family}"))
     store = NoteStore(cfg.store_dir(root))
     store.ensure()
     return api.Repo(root=root, is_git=True, config=cfg, store=store)
@@ -389,7 +391,7 @@ def run_localize(
                     if progress:
                         progress(i, len(ordered), f"refresh {case.state[:10]}")
                     checkout(wt, case.state)
-                    repo = repo or api.open_repo(wt)
+                    repo = repo or family_repo(wt, "", config, path=CONFIG_DIR)
                     for family in model_paths:
                         if family not in family_repos:
                             family_repos[family] = family_repo(wt, family, config)
