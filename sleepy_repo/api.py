@@ -734,6 +734,21 @@ def _item_json(path: str, item: Any) -> dict[str, Any]:
 
 
 # -- context -------------------------------------------------------------------------------
+MAX_BUDGET = 32000  # tokens: the largest context budget any shell accepts
+
+
+def check_budget(budget: object) -> int | None:
+    """A context budget as every shell (CLI, LSP, MCP) takes it: None (the config's
+    default), or an integer from 1 to ``MAX_BUDGET`` (a boolean is not an integer here)."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise SleepyError(f"the budget must be an integer number of tokens, got {budget!r}")
+    if not 1 <= budget <= MAX_BUDGET:
+        raise SleepyError(f"the budget must be from 1 to {MAX_BUDGET} tokens, got {budget}")
+    return budget
+
+
 def get_context(
     repo: Repo, question: str, budget: int | None = None, *, source: str | None = "cli"
 ) -> Context:
@@ -741,9 +756,8 @@ def get_context(
     logged; the caller logs it later with ``log_context_hit``, e.g. after replying)."""
     if not question.strip():
         raise SleepyError("the question is empty")
+    budget = check_budget(budget)
     budget = budget if budget is not None else repo.config.retrieve.budget
-    if budget <= 0:
-        raise SleepyError(f"the budget must be a positive number of tokens, got {budget}")
     with repo.store.read() as conn:
         if repo.store.get_meta(conn, "last_scan") is None:
             raise SleepyError(

@@ -69,6 +69,7 @@ from pygls.uris import from_fs_path, to_fs_path
 from sleepy_repo import __version__, activity, api
 from sleepy_repo.config import BACKENDS, user_config_path
 from sleepy_repo.errors import SleepyError
+from sleepy_repo.framing import FrameGuard
 from sleepy_repo.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -549,12 +550,14 @@ def question_arg(args: dict[str, Any]) -> str:
 
 
 def budget_arg(args: dict[str, Any], settings: Settings) -> int | None:
+    """The request's budget, checked as every shell checks it (``api.check_budget``)."""
     b = args.get("budget")
     if b is None:
         return settings.budget
-    if isinstance(b, bool) or not isinstance(b, int):
-        raise invalid(f"'budget' must be an integer, got {b!r}")
-    return b
+    try:
+        return api.check_budget(b)
+    except SleepyError as exc:
+        raise invalid(str(exc)) from None
 
 
 @contextmanager
@@ -852,4 +855,7 @@ def serve(repo: str | None, tcp: str | None = None, log_file: str | None = None)
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, protocol_out)
+    # only well-formed frames reach pygls: a bad header would make it lose the frame
+    # boundary and never answer again
+    _guard, frames = FrameGuard.piped(sys.stdin.buffer)
+    server.start_io(frames, protocol_out)

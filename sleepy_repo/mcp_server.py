@@ -231,9 +231,10 @@ Question = Annotated[
 Budget = Annotated[
     int | None,
     Field(
-        ge=1,
-        description=f"Token budget of the context (default: the repo's [retrieve] budget, "
-        f"1500); values above {MAX_BUDGET} are lowered to {MAX_BUDGET}.",
+        strict=True,  # `true` is not 1
+        description=f"Token budget of the context: an integer from 1 to {api.MAX_BUDGET} "
+        f"(default: the repo's [retrieve] budget, 1500); values above {MAX_BUDGET} are "
+        f"lowered to {MAX_BUDGET}.",
     ),
 ]
 ModulePath = Annotated[
@@ -263,7 +264,9 @@ def _question(question: str) -> str:
 
 
 def _budget(budget: int | None) -> int | None:
-    return None if budget is None else min(budget, MAX_BUDGET)
+    """Checked as every shell checks it (``api.check_budget``), then capped for agents."""
+    checked = api.check_budget(budget)
+    return None if checked is None else min(checked, MAX_BUDGET)
 
 
 def _capped_context(data: dict[str, Any]) -> dict[str, Any]:

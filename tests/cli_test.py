@@ -300,3 +300,12 @@ def test_what_calls_lists_calling_modules_once_each(tmp_path: Path, cli: CLI) ->
     assert calls["text"].endswith(": pkg/many.py:7 in first"), calls["text"]
     cited = [(c["path"], c["symbol"]) for c in calls["citations"]]
     assert cited == [("pkg/core.py", "compute"), ("pkg/many.py", "first")]
+
+
+def test_context_budgets_are_checked_as_in_every_shell(make_repo, cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo("shop")
+    cli.run("refresh", repo=repo)
+    for budget in ("0", "-5", "32001"):
+        proc = cli.run("context", "coupon VAT", "--budget", budget, repo=repo, check=False)
+        assert proc.returncode == 2 and "from 1 to 32000 tokens" in proc.stderr, proc.stderr
+    assert cli.json("context", "coupon VAT", "--budget", "32000", repo=repo)["budget"] == 32000

@@ -145,6 +145,9 @@ def test_stdout_carries_only_framed_protocol_messages(shop: Path, tmp_path: Path
         ctx = rpc.request("sleepy/context", {"question": "coupon VAT", "budget": 300})
         assert ctx["result"]["budget"] == 300
         assert rpc.request("sleepy/context", {"question": ""})["error"]
+        for budget in (True, 0, 10**12, "300"):  # checked as the CLI and MCP check them
+            bad = rpc.request("sleepy/context", {"question": "coupon VAT", "budget": budget})
+            assert bad["error"]["code"] == -32602 and "budget" in bad["error"]["message"], bad
         cart.write_text(cart.read_text() + "\n\ndef extra() -> None:\n    pass\n")
         refreshed = rpc.request(
             "workspace/executeCommand", {"command": "sleepy.refresh", "arguments": []}
@@ -263,3 +266,46 @@ def test_background_tasks_start_on_initialized_and_stop_on_shutdown(shop: Path) 
         rpc.notify("exit", None)
         thread.join(timeout=30)
         assert not thread.is_alive()
+
+
+def test_malformed_frames_are_dropped_and_the_next_request_is_answered(
+    shop: Path, tmp_path: Path
+) -> None:
+    """Bad headers (``abc``, ``-5``, a length over the bound), bodies that are not UTF-8,
+    not JSON, nested 100,000 deep or without ``jsonrpc``: each is dropped with a log line,
+    and the request after each one is answered (they used to wedge the server)."""
+    assert EXE
+    stderr = tmp_path / "stderr.log"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [EXE, "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+        )
+    assert proc.stdin and proc.stdout
+    rpc = Framed(proc.stdin, proc.stdout)
+    body = b'{"jsonrpc": "2.0", "id": 999, "method": "shutdown"}'
+    bad = [
+        b"Content-Length: abc\r\n\r\n" + body,
+        b"Content-Length: -5\r\n\r\n" + body,
+        b"Content-Length: 99999999999\r\n\r\n" + body,
+        b"Content-Length: 4\r\n\r\n\xff\xfe\xfd\xfc",
+        b"Content-Length: 9\r\n\r\nnot json!",
+        b"Content-Length: 200000\r\n\r\n" + b"[" * 100000 + b"]" * 100000,
+        b'Content-Length: 31\r\n\r\n{"id": 5, "method": "shutdown"}',  # no jsonrpc
+        b'Content-Length: 30\r\n\r\n{"id": 5, "method": "shutdown"}',  # one byte left over
+    ]
+    try:
+        initialize(rpc, shop)
+        for i, frame in enumerate(bad):
+            proc.stdin.write(frame)
+            proc.stdin.flush()
+            ctx = rpc.request("sleepy/context", {"question": "coupon VAT", "budget": 300}, 60)
+            assert ctx["result"]["budget"] == 300, (i, ctx)
+        assert all(m.get("id") != 999 for m in rpc.seen)  # no dropped body was run
+        assert rpc.request("shutdown", None)["result"] is None
+        rpc.notify("exit", None)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = stderr.read_bytes().decode()
+    assert log.count("dropped a malformed JSON-RPC frame") == len(bad), log

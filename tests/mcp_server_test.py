@@ -150,9 +150,13 @@ async def test_bad_arguments_are_tool_errors_and_the_server_stays_up(shop: Path,
         outside = await session.error("refresh", {"paths": ["/etc/hosts"]})
         assert "outside the repository" in outside
 
-        # a huge budget is capped, and so is the number of items
+        # budgets are checked as every shell checks them: a boolean is no number, nor is a
+        # budget over the shells' maximum
+        assert "budget" in await session.error("context", {"question": QUESTION, "budget": True})
+        assert "32000" in await session.error("context", {"question": QUESTION, "budget": 10**9})
+        # a large budget is capped for agents, and so is the number of items
         big = await session.call(
-            "context", {"question": "cart line price tax order coupon", "budget": 10**9}
+            "context", {"question": "cart line price tax order coupon", "budget": 30000}
         )
         assert big["budget"] == 8000
         assert 0 < len(big["items"]) <= 60
