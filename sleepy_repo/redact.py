@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pathspec
@@ -70,6 +70,27 @@ _ASSIGNMENT = re.compile(
     r"(?:(?P<quote>['\"])(?P<quoted>[^'\"\n]{6,})(?P=quote)|(?P<bare>[^\s'\",;)}\]]{8,}))",
     re.IGNORECASE,
 )
+# where a secret name can be: its keyword (what every match holds), and the characters a
+# name is made of (as ``_ASSIGNMENT`` reads them, ignoring case)
+_NAME_KEYWORD = re.compile(r"key|secret|token|passw(?:or)?d|pwd|credential|auth", re.IGNORECASE)
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.-]", re.IGNORECASE)
+_NAME_KEYWORD_LOWER = re.compile(_NAME_KEYWORD.pattern)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+# a substring every match of each pattern holds: a pattern whose needles are all absent
+# cannot match, and most files hold none (each full scan of a large file takes milliseconds)
+_NEEDLES: dict[str, tuple[str, ...]] = {
+    "private-key": ("PRIVATE KEY",),
+    "aws-access-key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA"),
+    "github-token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "slack-token": ("xox",),
+    "slack-webhook": ("https://hooks.slack.com/",),
+    "anthropic-key": ("sk-ant-",),
+    "openai-key": ("sk-",),
+    "google-api-key": ("AIza",),
+    "stripe-key": ("_live_", "_test_"),
+    "jwt": ("eyJ",),
+    "url-credentials": ("://",),
+}
 _PASSWORDISH = re.compile(r"passw(?:or)?d|pwd|secret", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"^(?:\$\{?[A-Za-z_]|<[^>]+>$|\{\{|%\(|\[REDACTED:)")
 # a value that is code, not data: a call, an attribute path, an environment lookup
@@ -169,6 +190,8 @@ def redact(text: str) -> Redaction:
     if not _triggered(text):
         return Redaction(text, counts)
     for kind, pattern in _PATTERNS:
+        if not any(n in text for n in _NEEDLES[kind]):
+            continue
 
         def sub(m: re.Match[str], kind: str = kind) -> str:
             counts[kind] += 1  # keep the line count, so line numbers stay valid
@@ -185,8 +208,44 @@ def redact(text: str) -> Redaction:
         base = m.start()
         return m.group(0)[: start - base] + MARK.format(kind="secret") + m.group(0)[end - base :]
 
-    text = _ASSIGNMENT.sub(assignment, text)
+    text = _sub_assignments(text, assignment)
     return Redaction(text, counts)
+
+
+def _sub_assignments(text: str, repl: Callable[[re.Match[str]], str]) -> str:
+    """``_ASSIGNMENT.sub(repl, text)``, trying the pattern only where a match can start: at
+    the first character of a name holding a secret keyword (a match starts at a name, since
+    no name character may precede it). A full ``sub`` tries every position of the text."""
+    out: list[str] = []
+    last = 0
+    tried: set[int] = set()
+    ascii_text = text.isascii()
+    # ASCII text: lower-cased once, the keywords are found case-sensitively (much faster
+    # than ignoring case in the regex); other text keeps the regex's own case folding
+    hits = (
+        _NAME_KEYWORD_LOWER.finditer(text.lower()) if ascii_text else _NAME_KEYWORD.finditer(text)
+    )
+    for hit in hits:
+        start = hit.start()
+        if ascii_text:
+            while start > 0 and text[start - 1] in _NAME_CHARS:
+                start -= 1
+        else:
+            while start > 0 and _NAME_CHAR.match(text, start - 1):
+                start -= 1
+        if start < last or start in tried:
+            continue
+        tried.add(start)
+        m = _ASSIGNMENT.match(text, start)
+        if m is None:
+            continue
+        out.append(text[last : m.start()])
+        out.append(repl(m))
+        last = m.end()
+        if m.end() == m.start():  # never: a match holds a name and a value
+            last += 1
+    out.append(text[last:])
+    return "".join(out)
 
 
 def redact_text(text: str) -> str:

@@ -436,7 +436,8 @@ class Ranking:
     files: list[tuple[str, float]]
     units: list[RankedUnit] = field(default_factory=list)
     terms: list[str] = field(default_factory=list)
-    lines: dict[str, list[str]] = field(default_factory=dict)  # code of the ranked files
+    lines: dict[str, list[str]] = field(default_factory=dict)  # code of the ranked files (as
+    # stored: ``pack`` serves it through ``redacted_lines``)
 
 
 def rank(
@@ -478,7 +479,7 @@ def rank(
         terms=terms,
     )
     top = [p for p, _ in files[:UNIT_FILES]]
-    ranking.lines = {p: redacted_lines(file_lines(conn, p)) for p in top}
+    ranking.lines = {p: file_lines(conn, p) for p in top}  # ranked as stored, served redacted
     ranking.units = rank_units(
         conn,
         top,
@@ -509,13 +510,18 @@ def file_lines(conn: sqlite3.Connection, path: str) -> list[str]:
 def redacted_lines(lines: list[str]) -> list[str]:
     """A module's lines with secrets masked, redacted as one text (a window that starts
     inside a private key must not serve its body); line positions are kept, and a file
-    whose redaction would move them is masked whole."""
-    text = "\n".join(lines)
+    whose redaction would move them is masked whole. Cached by content: redacting a large
+    file takes tens of milliseconds, and the same files are served again and again."""
+    return list(_redacted("\n".join(lines), len(lines)))
+
+
+@lru_cache(maxsize=256)
+def _redacted(text: str, n: int) -> tuple[str, ...]:
     red = redact_text(text)
     if red == text:
-        return lines
+        return tuple(text.split("\n")) if n else ()
     out = red.split("\n")
-    return out if len(out) == len(lines) else ["[redacted]"] * len(lines)
+    return tuple(out) if len(out) == n else ("[redacted]",) * n
 
 
 def _symbols(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
@@ -737,15 +743,19 @@ def pack(
     code: list[ContextItem] = []
     costs: list[int] = []
 
+    served: dict[str, list[str]] = {}  # redacted only for the files code is served from
+
     def code_item(path: str, start: int, end: int, symbol: str | None) -> ContextItem:
-        text = "\n".join(ranking.lines[path][start - 1 : end])
+        if path not in served:
+            served[path] = redacted_lines(ranking.lines[path])
+        text = "\n".join(served[path][start - 1 : end])
         return ContextItem(
             path=path,
             start_line=start,
             end_line=end,
             symbol=symbol,
             kind="code",
-            text=text,  # ranking.lines are redacted as whole files
+            text=text,  # redacted as a whole file
             generated=False,
             stale=False,
             score=score_of.get(path, 0.0),

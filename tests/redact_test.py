@@ -153,3 +153,24 @@ def test_fence_neutralises_closing_tags_in_any_case_or_spacing() -> None:
     assert not re.search(r"<\s*/\s*(item|untrusted_context)", out, re.IGNORECASE)
     assert "<item>" in out and "</other>" in out  # openings and other tags untouched
     assert out.replace("\\/", "/") == text  # only the slash is escaped
+
+
+# -- the fast scan equals the plain one ----------------------------------------------------
+_PIECES = [
+    "api_key", "API_KEY", "Token", "password", "pwd", "auth", "db_pass", "secret_value",
+    "KEY", "\u212aey", "x", "-", ".", "_", " ", "=", ":", "=>", ":=", '"', "'", "\n", "\t",
+    "s3cr3t-v4lue-123456", "hunter2xx", "${VAR}", "None", "(", ")", ",", "é", "ſecret",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_the_keyword_scan_finds_what_a_full_sub_finds(parts: list[str]) -> None:
+    from sleepy_repo.redact import _ASSIGNMENT, _sub_assignments
+
+    text = "".join(parts)
+
+    def mark(m: re.Match[str]) -> str:
+        return "<" + m.group(0)[::-1] + ">"
+
+    assert _sub_assignments(text, mark) == _ASSIGNMENT.sub(mark, text)
