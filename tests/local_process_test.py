@@ -136,6 +136,7 @@ def test_three_crashes_in_a_row_turn_the_backend_off_in_this_process(
 ) -> None:
     monkeypatch.setenv(CRASH_AFTER_ENV, "1")
     path = model.parent / "copy-for-this-test.gguf"  # its own key in the disabled table
+    path.unlink(missing_ok=True)  # left by a run that was killed
     try:
         path.symlink_to(model)
         backend = LocalBackend(local_config(path), "brief")
