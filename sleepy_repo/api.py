@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo import activity, mirror
+from sleepy_repo import activity, embed, mirror
 from sleepy_repo import trust as trust_record
 from sleepy_repo.ask import answer as answer_question
 from sleepy_repo.budget import Budget, spent_today
@@ -34,6 +34,7 @@ from sleepy_repo.config import (
     repo_config_path,
     user_config_path,
 )
+from sleepy_repo.embed import Embedder, update_embeddings
 from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
 from sleepy_repo.history import PATHS_SECONDS, REFRESH_SECONDS, update_history
 from sleepy_repo.index import update_index
@@ -213,6 +214,7 @@ def refresh(
                 only,
                 seconds=PATHS_SECONDS if only else REFRESH_SECONDS,
             )
+        semantic = _update_semantic(repo, only)
         recheck_overview(repo.root, repo.store, report.changed)  # citations into changed modules
         imported = import_mirrors(repo)  # notes committed with the code: no model call for them
         force = report.affected
@@ -274,7 +276,39 @@ def refresh(
         "model": model,
         "dry_run": plan,
         "imported": imported,
+        "semantic_index": semantic,
         "seconds": round(report.seconds, 3),
+    }
+
+
+def embedder(repo: Repo) -> Embedder | None:
+    """The model of the repository's semantic index (``[embed] model``; loaded once per
+    process), or None: none configured, or it cannot load (``status`` and ``refresh`` say
+    why; retrieval works without it)."""
+    try:
+        return embed.for_config(repo.config.embed.model)
+    except ConfigError as exc:
+        log.info("no semantic index: %s", exc)
+        return None
+
+
+def _update_semantic(repo: Repo, only: set[str] | None) -> dict[str, Any]:
+    """Embed the units of new and changed modules (idle-time work, ``sleepy_repo.embed``)."""
+    model = embedder(repo)
+    if model is None:
+        return {"model": None, "reason": embed.status(repo.config.embed.model).reason}
+    up = update_embeddings(
+        repo.store,
+        model,
+        only,
+        seconds=embed.PATHS_SECONDS if only else embed.REFRESH_SECONDS,
+    )
+    return {
+        "model": model.name,
+        "modules": up.modules,
+        "units": up.units,
+        "left": up.left,
+        "seconds": round(up.seconds, 3),
     }
 
 
@@ -416,6 +450,7 @@ def status(repo: Repo) -> dict[str, Any]:
         sleeper = repo.store.get_meta(conn, "sleeper", None)
         payoff = _payoff_json(conn, repo.config.sleep.payoff_after_days)
         tuning = _tuning_json(repo.store.latest_tuning(conn))
+        semantic = _semantic_json(repo, conn)
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(repo.root),
@@ -441,6 +476,7 @@ def status(repo: Repo) -> dict[str, Any]:
         "failed_jobs": failed_jobs,
         "history": history,
         "tuning": tuning,
+        "semantic_index": semantic,
         "batched": jobs.get("batched", 0),
         "local_backend_off": _local_off(),
         "spent": {
@@ -466,6 +502,20 @@ def status(repo: Repo) -> dict[str, Any]:
         "sleeper": _sleeper_json(repo, sleeper),
         "queue": queue,
         "payoff": payoff,
+    }
+
+
+def _semantic_json(repo: Repo, conn: Any) -> dict[str, Any]:
+    """The semantic index: its model (or why there is none) and what idle time built."""
+    st = embed.status(repo.config.embed.model)
+    built = {m: (n, size, secs) for m, n, size, secs in repo.store.embeddings_summary(conn)}
+    n, size, secs = built.get(st.model or "", (0, 0, 0.0))
+    return {
+        "model": st.model,
+        "reason": st.reason,
+        "modules": n,
+        "mb": round(size / 1e6, 3),
+        "seconds": round(secs, 1),
     }
 
 
@@ -660,6 +710,8 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
                 }
             )
         history = repo.store.module_history(conn, rel)
+        model = embed.status(repo.config.embed.model).model
+        vectors = repo.store.embedded_units(conn, rel, row["blob_sha"], model) if model else 0
     return {
         "schema_version": SCHEMA_VERSION,
         "path": rel,
@@ -670,6 +722,7 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
         "warning": row["warning"],
         "notes": notes,
         "history": history,
+        "semantic_index": {"model": model, "units": vectors},
     }
 
 
@@ -764,7 +817,9 @@ def get_context(
                 f"{repo.root} has no index yet: run `sleepy-repo refresh --repo {repo.root}`"
             )
     deny = DenyList(repo.config.scan.deny)
-    return context(repo.store, question, budget, log_source=source, deny=deny)
+    return context(
+        repo.store, question, budget, log_source=source, deny=deny, embedder=embedder(repo)
+    )
 
 
 def log_context_hit(repo: Repo, ctx: Context, source: str) -> None:

@@ -128,6 +128,15 @@ def cmd_refresh(
         f"{result['modules']} modules ({result['parsed']} parsed, "
         f"{len(result['removed'])} removed) in {result['seconds']:.2f}s; notes {notes}"
     )
+    sem = result["semantic_index"]
+    if sem["model"] and sem["modules"]:
+        left = f", {sem['left']} modules left for the next refresh" if sem["left"] else ""
+        out.print(
+            f"semantic index ({sem['model']}): {sem['modules']} modules, {sem['units']} units "
+            f"embedded in {sem['seconds']:.1f}s{left}"
+        )
+    elif not sem["model"] and sem.get("reason") and "extra" not in sem["reason"]:
+        err.print(f"semantic index: {sem['reason']}", style="yellow", markup=False)
     if result.get("model"):
         _print_model_run(result["model"], result["notes"][result["model"]["backend"]])
     if result.get("dry_run"):
@@ -230,6 +239,14 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
     )
     t = s["tuning"]
     out.print(f"ranking weights: {t['weights']} ({t['reason']})")
+    sem = s["semantic_index"]
+    if sem["model"]:
+        out.print(
+            f"semantic index: {sem['model']}, {sem['modules']} modules embedded "
+            f"({sem['mb']:.1f} MB, {sem['seconds']:.1f}s of idle time)"
+        )
+    else:
+        out.print(f"semantic index: {sem['reason']}")
     for f in s["failed_jobs"][:10]:
         out.print(f"  failed {f['path']} ({f['backend']}): {f['error']}")
     if s["local_backend_off"]:
@@ -268,6 +285,9 @@ def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
         out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
     if n["status"] not in ("indexed", "overview"):
         out.print(f"skipped: {n['reason']}")
+    sem = n.get("semantic_index") or {}
+    if sem.get("model"):
+        out.print(f"semantic index: {sem['units']} units embedded with {sem['model']}")
     if n.get("history"):
         out.print("\n## history (the commits that last changed its lines)")
         for h in n["history"][:10]:

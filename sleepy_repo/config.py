@@ -206,6 +206,15 @@ class SleepConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """The semantic index (``sleepy_repo.embed``): ``auto`` (the small model of the
+    ``[embed]`` extra when it is installed, else none), ``wordllama``, ``off``, or the
+    directory of a static embedding model (Model2Vec layout)."""
+
+    model: str = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     notes: NotesConfig = field(default_factory=NotesConfig)
@@ -215,6 +224,7 @@ class Config:
     local: LocalConfig = field(default_factory=LocalConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     sleep: SleepConfig = field(default_factory=SleepConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
 
     def store_dir(self, root: Path) -> Path:
         p = Path(self.store.path)
@@ -230,6 +240,7 @@ _SECTIONS: dict[str, type] = {
     "local": LocalConfig,
     "budget": BudgetConfig,
     "sleep": SleepConfig,
+    "embed": EmbedConfig,
 }
 
 
@@ -585,6 +596,12 @@ budget = 1500
 # store_limit_mb = 0                  # 0 = no limit; enforced by `gc` and from idle time
 # tune = true                         # fit the ranking on this repo's history while idle
 # retune_commits = 50                 # again once HEAD is this many commits further
+
+[embed]
+# the semantic index, built while idle: "auto" = the small model of the [embed] extra if it
+# is installed; "wordllama"; "off"; or the directory of a static embedding model
+# (Model2Vec layout: tokenizer.json + model.safetensors), e.g. a code model
+# model = "auto"
 """
 
 

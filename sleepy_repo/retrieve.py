@@ -4,12 +4,15 @@ with a short map and the code that matters (DESIGN §5).
 Files are ranked by reciprocal rank fusion of BM25 over raw code chunks (each file scored by
 its three best chunks, and the chunks themselves), BM25 over note items (text, predicted
 questions, symbol names) of current notes, exact symbol-name matches of identifiers in the
-question and path matches of its words, then nudged along the import graph.
+question, path matches of its words and, where the store has a semantic index
+(``sleepy_repo.embed``, built at idle time), the files whose units are most similar to the
+question; then nudged along the import graph.
 
 Units (``sleepy_repo.units``: symbols, and module-level stretches between them) of the top
 ``UNIT_FILES`` files are ranked by fusing, at the unit level: BM25 over each unit's code
 (among the candidates), exact identifier matches of the unit's name, note items attached to
-the unit (by symbol or line), and the rank of its file.
+the unit (by symbol or line), the rank of its file and the unit's similarity to the
+question in the semantic index.
 
 A budget buys, in order: a map (the top files, one line each from their summary note; at
 most ``MAP_SHARE`` of the budget, or the whole budget up to ``MAP_ONLY``), then the code of
@@ -33,11 +36,13 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from sleepy_repo import embed
+from sleepy_repo.embed import Embedder
 from sleepy_repo.notes import Citation, NoteItem
 from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
 from sleepy_repo.tokens import count_tokens
-from sleepy_repo.units import SymbolSpan, Unit, best_window, bm25, pieces, units_of
+from sleepy_repo.units import Unit, best_window, bm25, pieces, units_of
 
 SCHEMA_VERSION = 1
 RRF_K = 60
@@ -48,6 +53,7 @@ FUSION_WEIGHTS: dict[str, float] = {
     "symbols": 1.5,
     "paths": 0.7,
     "history": 0.5,
+    "embed": 1.0,
 }
 GRAPH_WEIGHT = 0.25  # chosen by a sweep on click, httpx and cobra localization (README)
 GRAPH_TOP = 10
@@ -61,6 +67,7 @@ UNIT_WEIGHTS: dict[str, float] = {
     "symbols": 1.5,
     "notes": 0.7,
     "history": 1.0,
+    "embed": 1.0,
 }
 
 PIECE_LINES = 60  # a longer unit is ranked as pieces of at most this many lines (a sweep on
@@ -446,12 +453,14 @@ def rank(
     *,
     off: frozenset[str] = frozenset(),
     weights: Weights | None = None,
+    embedder: Embedder | None = None,
 ) -> Ranking:
     """Files and units for ``question``; ``off`` names signals left out (the bench's
-    ablation rows: ``history``, ``notes``, ``symbols``, ``paths``, ``graph``, and ``pieces``:
-    long units ranked whole). ``weights``:
+    ablation rows: ``history``, ``notes``, ``symbols``, ``paths``, ``graph``, ``embed``, and
+    ``pieces``: long units ranked whole). ``weights``:
     the fusion weights (default: those fitted for this repository and adopted, see
-    ``sleepy_repo.tune``, else ``DEFAULT_WEIGHTS``)."""
+    ``sleepy_repo.tune``, else ``DEFAULT_WEIGHTS``). ``embedder``: the model of the
+    store's semantic index (``sleepy_repo.embed``; None: no semantic signal)."""
     if weights is None:
         stored = NoteStore.adopted_weights(conn, DEFAULT_WEIGHTS.digest())
         weights = DEFAULT_WEIGHTS if stored is None else Weights.from_json(stored)
@@ -462,7 +471,14 @@ def rank(
     history = (
         NoteStore.history_matches(conn, fts_query(terms)) if terms and "history" not in off else []
     )
+    semantic = None
+    if embedder is not None and "embed" not in off:
+        idx = embed.index(conn, embedder.name)
+        if idx is not None:
+            sims = idx.similarities(embedder.embed([question])[0])
+            semantic = (idx, sims)
     lists = {
+        "embed": semantic[0].files(semantic[1]) if semantic else [],
         "files": file_evidence(chunks),
         "chunks": [c.path for c in chunks],
         "notes": [p for _, p in items],
@@ -490,21 +506,14 @@ def rank(
         history,
         weights.units,
         0 if "pieces" in off else weights.piece_lines,
+        (lambda u: semantic[0].unit_similarity(semantic[1], u)) if semantic else None,
     )
     return ranking
 
 
 def file_lines(conn: sqlite3.Connection, path: str) -> list[str]:
     """A module's code, from its stored chunks (lines no chunk holds were blank)."""
-    lines: list[str] = []
-    for start, text in conn.execute(
-        "SELECT start_line, text FROM chunks WHERE path = ? ORDER BY start_line", (path,)
-    ):
-        part = text.split("\n")
-        if len(lines) < start - 1 + len(part):
-            lines.extend([""] * (start - 1 + len(part) - len(lines)))
-        lines[start - 1 : start - 1 + len(part)] = part
-    return lines
+    return NoteStore.module_lines(conn, path)
 
 
 def redacted_lines(lines: list[str]) -> list[str]:
@@ -522,15 +531,6 @@ def _redacted(text: str, n: int) -> tuple[str, ...]:
         return tuple(text.split("\n")) if n else ()
     out = red.split("\n")
     return tuple(out) if len(out) == n else ("[redacted]",) * n
-
-
-def _symbols(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
-    return [
-        SymbolSpan(q, s, e)
-        for q, s, e in conn.execute(
-            "SELECT qualname, start_line, end_line FROM symbols WHERE path = ?", (path,)
-        )
-    ]
 
 
 def _unit_at(by_id: dict[int, Unit], ids: list[int], line: int) -> int | None:
@@ -552,13 +552,14 @@ def rank_units(
     history: list[tuple[str, int, int, str]],
     weights: dict[str, float] | None = None,
     piece_lines: int = PIECE_LINES,
+    similarity: Callable[[Unit], float] | None = None,
 ) -> list[RankedUnit]:
     """The units of ``paths`` (best file first), ranked by weighted reciprocal rank fusion
     of the unit-level signals (see the module docstring)."""
     units = [
         piece
         for p in paths
-        for u in units_of(p, _symbols(conn, p), lines[p])
+        for u in units_of(p, NoteStore.symbol_spans(conn, p), lines[p])
         for piece in pieces(u, piece_lines)
     ]
     if not units:
@@ -620,6 +621,10 @@ def rank_units(
             if u.start_line <= end and start <= u.end_line and i not in seen_h:
                 seen_h.add(i)
                 lists["history"].append(i)
+    # the semantic index: the candidates by their similarity to the question
+    if similarity is not None:
+        sim = {i: similarity(u) for i, u in by_id.items()}
+        lists["embed"] = sorted((i for i in by_id if sim[i] > 0), key=lambda i: (-sim[i], i))
     scores: dict[int, float] = defaultdict(float)
     for name, ranked in lists.items():
         w = (weights if weights is not None else UNIT_WEIGHTS).get(name, 0.0)
@@ -843,9 +848,10 @@ def context(
     *,
     log_source: str | None = None,
     deny: DenyList | None = None,
+    embedder: Embedder | None = None,
 ) -> Context:
     with store.read() as conn:
-        ranking = rank(conn, question)
+        ranking = rank(conn, question, embedder=embedder)
         ctx = pack(ranking, conn, question, budget, deny=deny)
     if log_source:
         log_context_hit(store, ctx, log_source)

@@ -33,11 +33,12 @@ from typing import Any
 from sleepy_repo.errors import StoreCorruptError, StoreError
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
 from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
+from sleepy_repo.units import SymbolSpan
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -225,6 +226,13 @@ CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(
   score_cases INTEGER NOT NULL, weights TEXT NOT NULL, default_score REAL NOT NULL,
   tuned_score REAL NOT NULL, adopted INTEGER NOT NULL, seconds REAL NOT NULL,
   detail TEXT NOT NULL
+)
+""",
+    # the semantic index (sleepy_repo.embed): per module and model, the spans of its units'
+    # pieces and their vectors (float16, one row per span), for the blob they were made of
+    11: """CREATE TABLE embeddings(
+  path TEXT NOT NULL, model TEXT NOT NULL, blob_sha TEXT NOT NULL, spans TEXT NOT NULL,
+  vectors BLOB NOT NULL, seconds REAL NOT NULL, PRIMARY KEY(path, model)
 )
 """,
 }
@@ -474,6 +482,114 @@ class NoteStore:
             "INSERT OR REPLACE INTO history_files(path, blob_sha, head, dirty) VALUES (?, ?, ?, ?)",
             (path, blob, head, int(dirty)),
         )
+
+    # -- the semantic index (owner of ``embeddings``; see sleepy_repo.embed) --------------
+    @staticmethod
+    def modules_without_embeddings(conn: sqlite3.Connection, model: str) -> list[tuple[str, str]]:
+        """(path, blob) of the indexed modules with no vectors of ``model`` for that blob."""
+        return [
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT m.path, m.blob_sha FROM modules m LEFT JOIN embeddings e "
+                "ON e.path = m.path AND e.model = ? AND e.blob_sha = m.blob_sha "
+                "WHERE m.status = 'indexed' AND e.path IS NULL ORDER BY m.path",
+                (model,),
+            )
+        ]
+
+    @staticmethod
+    def put_embeddings(
+        conn: sqlite3.Connection,
+        path: str,
+        blob_sha: str,
+        model: str,
+        spans: str,
+        vectors: bytes,
+        seconds: float,
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO embeddings(path, model, blob_sha, spans, vectors, seconds) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (path, model, blob_sha, spans, vectors, seconds),
+        )
+
+    @staticmethod
+    def drop_stale_embeddings(conn: sqlite3.Connection) -> int:
+        """Drop the vectors of modules that are no longer indexed."""
+        return conn.execute(
+            "DELETE FROM embeddings WHERE path NOT IN "
+            "(SELECT path FROM modules WHERE status = 'indexed')"
+        ).rowcount
+
+    @staticmethod
+    def current_embeddings(conn: sqlite3.Connection, model: str) -> list[tuple[str, str, bytes]]:
+        """(path, spans, vectors) of ``model`` for each module's current blob, by path."""
+        return conn.execute(
+            "SELECT e.path, e.spans, e.vectors FROM embeddings e JOIN modules m "
+            "ON m.path = e.path AND m.blob_sha = e.blob_sha AND m.status = 'indexed' "
+            "WHERE e.model = ? ORDER BY e.path",
+            (model,),
+        ).fetchall()
+
+    @staticmethod
+    def embeddings_signature(conn: sqlite3.Connection, model: str) -> tuple[object, ...]:
+        """Changes whenever the current vectors of ``model`` may have (a cache key)."""
+        row = conn.execute(
+            "SELECT count(*), total(rowid), max(rowid) FROM embeddings WHERE model = ?", (model,)
+        ).fetchone()
+        mods = conn.execute(
+            "SELECT count(*), max(updated_at), total(rowid) FROM modules"
+        ).fetchone()
+        return (*tuple(row), *tuple(mods))
+
+    @staticmethod
+    def embeddings_summary(conn: sqlite3.Connection) -> list[tuple[str, int, int, float]]:
+        """(model, modules, bytes of vectors, seconds spent) per model, current blobs only."""
+        return conn.execute(
+            "SELECT e.model, count(*), total(length(e.vectors)), total(e.seconds) "
+            "FROM embeddings e JOIN modules m ON m.path = e.path AND m.blob_sha = e.blob_sha "
+            "GROUP BY e.model ORDER BY e.model"
+        ).fetchall()
+
+    @staticmethod
+    def embedded_units(conn: sqlite3.Connection, path: str, blob_sha: str, model: str) -> int:
+        """How many of the module's unit pieces have vectors of ``model`` for this blob."""
+        row = conn.execute(
+            "SELECT spans FROM embeddings WHERE path = ? AND model = ? AND blob_sha = ?",
+            (path, model, blob_sha),
+        ).fetchone()
+        return len(json.loads(row[0])) if row else 0
+
+    @staticmethod
+    def database_file(conn: sqlite3.Connection) -> str:
+        """The file of the connection's main database."""
+        for _, name, file in conn.execute("PRAGMA database_list"):
+            if name == "main":
+                return str(file)
+        return ""
+
+    # -- module code, as the index stores it -----------------------------------------------
+    @staticmethod
+    def module_lines(conn: sqlite3.Connection, path: str) -> list[str]:
+        """A module's code, from its stored chunks (lines no chunk holds were blank)."""
+        lines: list[str] = []
+        for start, text in conn.execute(
+            "SELECT start_line, text FROM chunks WHERE path = ? ORDER BY start_line", (path,)
+        ):
+            part = text.split("\n")
+            if len(lines) < start - 1 + len(part):
+                lines.extend([""] * (start - 1 + len(part) - len(lines)))
+            lines[start - 1 : start - 1 + len(part)] = part
+        return lines
+
+    @staticmethod
+    def symbol_spans(conn: sqlite3.Connection, path: str) -> list[SymbolSpan]:
+        return [
+            SymbolSpan(q, s, e)
+            for q, s, e in conn.execute(
+                "SELECT qualname, start_line, end_line FROM symbols WHERE path = ?", (path,)
+            )
+        ]
 
     @staticmethod
     def history_matches(

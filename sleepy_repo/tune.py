@@ -39,6 +39,7 @@ from sleepy_repo.bench.localize import (
 from sleepy_repo.bench.mine import Case, MineOptions, mine
 from sleepy_repo.bench.strategies import served_item
 from sleepy_repo.config import StoreConfig
+from sleepy_repo.embed import Embedder
 from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import DEFAULT_WEIGHTS, Weights
@@ -144,12 +145,17 @@ def _commit_times(root: Path, commits: list[str]) -> dict[str, int]:
 
 
 def score_case(
-    conn: Any, case: Case, root: Path, weights: Weights, deny: DenyList
+    conn: Any,
+    case: Case,
+    root: Path,
+    weights: Weights,
+    deny: DenyList,
+    embedder: Embedder | None = None,
 ) -> tuple[float, float]:
     """(gold-line coverage, file hit@3) of the context served for ``case`` with
     ``weights`` at ``BUDGET`` tokens, in the worktree ``root`` at the case's state."""
     gold = case_gold(root, case)
-    ranking = retrieve.rank(conn, case.query, weights=weights)
+    ranking = retrieve.rank(conn, case.query, weights=weights, embedder=embedder)
     ctx = retrieve.pack(ranking, conn, case.query, BUDGET, deny=deny)
     items = [served_item(i) for i in ctx.items]
     cov = coverage(gold, items) or 0.0
@@ -211,6 +217,7 @@ def fit(
     # otherwise be the user's own store), and the main repository's config and deny list
     cfg = dataclasses.replace(main.config, store=StoreConfig(path=".sleepy/tune"))
     deny = DenyList(cfg.scan.deny)
+    semantic = api.embedder(main)
     remove_stale_worktrees(root, WORKTREE_PREFIX)
     unusable: set[int] = set()  # cases whose state could not be checked out
     fit_used = score_used = 0
@@ -252,18 +259,18 @@ def fit(
                 if i < n_fit:
                     rec: dict[str, Any] = {"commit": case.commit, "part": "fit"}
                     for name, w in cands.items():
-                        cov, hit = score_case(conn, case, wt, w, deny)
+                        cov, hit = score_case(conn, case, wt, w, deny, semantic)
                         sums[name] += cov + hit
                         rec[name] = round(cov + hit, 4)
                     fit_used += 1
                 else:
                     if chosen is None:
                         chosen = choose()
-                    dc, dh = score_case(conn, case, wt, cands["default"], deny)
+                    dc, dh = score_case(conn, case, wt, cands["default"], deny, semantic)
                     tc, th = (
                         (dc, dh)
                         if chosen == "default"
-                        else score_case(conn, case, wt, cands[chosen], deny)
+                        else score_case(conn, case, wt, cands[chosen], deny, semantic)
                     )
                     default_sum += dc + dh
                     tuned_sum += tc + th

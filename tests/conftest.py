@@ -16,6 +16,7 @@ from helpers import CLI, EXE, load_builder
 
 MODEL = default_model_dir() / LOCAL_MODEL_FILE  # resolved at import, with the real HOME
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+HAVE_EMBED = importlib.util.find_spec("wordllama") is not None
 
 
 def _missing(what: str) -> None:
@@ -30,6 +31,16 @@ def llama_installed() -> None:
     """llama-cpp-python is importable (else skipped, or failed under CI)."""
     if not HAVE_LLAMA:
         _missing("llama-cpp-python is not installed")
+
+
+@pytest.fixture(scope="session")
+def embed_installed() -> None:
+    """The [embed] extra is installed (else skipped, or failed under CI)."""
+    if not HAVE_EMBED:
+        reason = "the [embed] extra is not installed (install with the README's test command)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the semantic index tests: {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -110,6 +110,7 @@ def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path, mon
         m.setattr(store_mod, "SCHEMA_VERSION", 4)
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
+        m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors
         s.ensure()
     rows = [
         ("a.py", "python", "run", 3, None, None, None),  # module level, first
@@ -147,6 +148,7 @@ def test_migration_6_drops_the_whole_file_index_and_keeps_the_rest(
         m.setattr(store_mod, "SCHEMA_VERSION", 5)
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4, 5)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
+        m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors
         old = api.open_repo(root)
         with old.store.write() as conn:  # schema 5 filled these for every module
             paths = [r[0] for r in conn.execute("SELECT path FROM modules")]
@@ -194,6 +196,7 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
         m.setattr(store_mod, "SCHEMA_VERSION", 6)
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in range(2, 7)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
+        m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors
         old = api.open_repo(root)
         api.refresh(old)
         with old.store.read() as conn:
@@ -228,6 +231,7 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
     with monkeypatch.context() as m:  # answered as schema 6 would: no history, no tuning
         m.setattr(store_mod.NoteStore, "history_matches", staticmethod(lambda *a, **k: []))
         m.setattr(store_mod.NoteStore, "adopted_weights", staticmethod(lambda *a, **k: None))
+        m.setattr(api, "embedder", lambda repo: None)  # no semantic index either
         before = answers(old)
     repo = api.open_repo(root)  # migrates
     with repo.store.read() as conn:

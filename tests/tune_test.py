@@ -81,14 +81,14 @@ def test_a_fit_is_forward_in_time_and_sees_each_case_as_of_its_parent(
     seen: list[tuple[str, bool]] = []
     real_score = tune.score_case
 
-    def spy(conn, case, root, weights, deny):  # type: ignore[no-untyped-def]
+    def spy(conn, case, root, weights, deny, embedder=None):  # type: ignore[no-untyped-def]
         # the store at this point holds history only up to the case's parent
         subject = case.query.splitlines()[0]
         hits = conn.execute("SELECT count(*) FROM history WHERE instr(summary, ?)", (subject,))
         seen.append((case.commit, hits.fetchone()[0] > 0))
         head = git(root, "rev-parse", "HEAD").strip()
         assert head == case.state
-        return real_score(conn, case, root, weights, deny)
+        return real_score(conn, case, root, weights, deny, embedder)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(tune, "score_case", spy)
@@ -255,6 +255,7 @@ def test_a_schema_9_store_gains_the_tuning_table(history_repo: Path, tmp_path: P
     api.refresh(repo)
     with closing(sqlite3.connect(repo.store.path)) as conn:
         conn.execute("DROP TABLE tuning")
+        conn.execute("DROP TABLE embeddings")  # schema 11's, after it
         conn.execute("PRAGMA user_version = 9")
         conn.commit()
     again = api.open_repo(root)

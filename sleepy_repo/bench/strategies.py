@@ -359,7 +359,7 @@ class StaticNotes(_Simple):
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         deny = DenyList(env.repo.config.scan.deny)
         with env.repo.store.read() as conn:
-            ranking = retrieve.rank(conn, query, off=self.off)
+            ranking = retrieve.rank(conn, query, off=self.off, embedder=api.embedder(env.repo))
             return [
                 from_context(retrieve.pack(ranking, conn, query, b, deny=deny)) for b in budgets
             ]
@@ -397,7 +397,9 @@ class StaticTuned(StaticNotes):
             )
         deny = DenyList(env.repo.config.scan.deny)
         with env.repo.store.read() as conn:
-            ranking = retrieve.rank(conn, query, weights=self.weights)
+            ranking = retrieve.rank(
+                conn, query, weights=self.weights, embedder=api.embedder(env.repo)
+            )
             return [
                 from_context(retrieve.pack(ranking, conn, query, b, deny=deny)) for b in budgets
             ]
@@ -410,7 +412,7 @@ class StaticPaths(_Simple):
 
     def run(self, env: StateEnv, query: str, budgets: Sequence[int]) -> list[Served]:
         with env.repo.store.read() as conn:
-            ranking = retrieve.rank(conn, query)
+            ranking = retrieve.rank(conn, query, embedder=api.embedder(env.repo))
         return [from_paths(retrieve.pack_paths(ranking, query, b)) for b in budgets]
 
 
@@ -445,7 +447,7 @@ class ModelNotes(_Simple):
         if repo is None:
             raise StrategyError(f"no store of {self.family} notes at state {env.state[:10]}")
         with repo.store.read() as conn:
-            ranking = retrieve.rank(conn, query)
+            ranking = retrieve.rank(conn, query, embedder=api.embedder(repo))
             return [from_context(retrieve.pack(ranking, conn, query, b)) for b in budgets]
 
 
@@ -460,6 +462,7 @@ REGISTRY: dict[str, Strategy] = {
     "static-no-notes": StaticNotes(frozenset({"notes"})),
     "static-no-graph": StaticNotes(frozenset({"graph"})),
     "static-no-pieces": StaticNotes(frozenset({"pieces"})),
+    "static-no-embed": StaticNotes(frozenset({"embed"})),
     "static-tuned": StaticTuned(),
     "static-paths": StaticPaths(),
     "model": ModelNotes(),
