@@ -25,6 +25,7 @@ from typing import TypeVar
 from sleepy_repo.config import Config
 from sleepy_repo.notes import source_lines, span_hashes
 from sleepy_repo.parse import ModuleFacts, Symbol, parse_module, resolve_import
+from sleepy_repo.redact import DenyList
 from sleepy_repo.scan import (
     Candidate,
     ScanResult,
@@ -153,8 +154,21 @@ class Prepared:
         return self.rows.chunks if self.rows is not None else []
 
 
-def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
-    root, cand, max_bytes, stored_blob = job
+def names_only(facts: ModuleFacts) -> ModuleFacts:
+    """The facts of a deny-listed module: its symbols' names and kinds, no signature (a
+    default value may be a secret), no docstring or comment."""
+    return replace(
+        facts,
+        doc="",
+        symbols=[replace(s, signature=f"{s.kind} {s.name}", doc="") for s in facts.symbols],
+    )
+
+
+Job = tuple[Path, Candidate, int, "str | None", bool]  # root, module, size limit, blob, denied
+
+
+def _prepare(job: Job) -> Prepared:
+    root, cand, max_bytes, stored_blob, denied = job
     try:
         content = read_module(root, cand, max_bytes)
     except UnreadableModule as exc:
@@ -162,6 +176,8 @@ def _prepare(job: tuple[Path, Candidate, int, str | None]) -> Prepared:
     if content.blob_sha == stored_blob:
         return Prepared(cand, same=True)
     facts = parse_module(cand.path, content.data, cand.lang)
+    if denied:  # what is stored is what can be served: paths and symbol names only
+        facts = names_only(facts)
     lines = source_lines(content.text)
     facts.span_shas = span_hashes(facts, lines)
     rows = module_rows(
@@ -232,7 +248,7 @@ def batch_due(size: int, remaining: int, most: int, least: int) -> bool:
     return size >= min(most, max(least, remaining))
 
 
-def _prepared(jobs: list[tuple[Path, Candidate, int, str | None]]) -> Iterator[Prepared]:
+def _prepared(jobs: list[Job]) -> Iterator[Prepared]:
     """Prepare modules in order; in worker processes when there are many (parsing is the
     CPU-bound part, and the main process meanwhile writes to the store)."""
     return in_workers(_prepare, jobs, modules=len(jobs))
@@ -250,7 +266,11 @@ def update_index(
     report = IndexReport(scan=result, skipped=list(result.skipped), warnings=list(result.warnings))
     with store.read() as conn:
         stored = store.modules(conn)
-        reparse = bool(stored) and store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
+        # a new parser, or a new deny list (what a denied module's facts keep), parses again
+        reparse = bool(stored) and (
+            store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
+            or store.get_meta(conn, "deny_globs", None) not in (None, list(config.scan.deny))
+        )
 
     present = {c.path for c in result.candidates} | {s.path for s in result.skipped}
     report.removed = sorted(p for p in stored if p not in present)
@@ -335,7 +355,8 @@ def update_index(
             for s in newly_skipped:
                 store.put_skipped(conn, s.path, s.reason)
 
-    jobs = [
+    deny = DenyList(config.scan.deny)
+    jobs: list[Job] = [
         (
             root,
             c,
@@ -343,6 +364,7 @@ def update_index(
             row.blob_sha
             if not reparse and (row := stored.get(c.path)) and row.status == "indexed"
             else None,
+            deny.denied(c.path),
         )
         for c in todo
     ]
@@ -402,6 +424,7 @@ def update_index(
         )
     with store.write() as conn:
         store.set_meta(conn, "parse_version", PARSE_VERSION)
+        store.set_meta(conn, "deny_globs", list(config.scan.deny))
         store.set_meta(
             conn,
             "last_scan",

@@ -353,9 +353,9 @@ def write_overview(
         for path in moved:
             del by_path[path]
         old = "SELECT id FROM notes WHERE effort = ? AND backend = ? AND model = ?"
-        key = (EFFORT, model.name, model.model)
-        conn.execute(f"DELETE FROM payoff WHERE note_id IN ({old})", key)  # ids are reused
-        conn.execute(f"DELETE FROM notes WHERE id IN ({old})", key)
+        which = (EFFORT, model.name, model.model)
+        conn.execute(f"DELETE FROM payoff WHERE note_id IN ({old})", which)  # ids are reused
+        conn.execute(f"DELETE FROM notes WHERE id IN ({old})", which)
         for i, (path, items) in enumerate(by_path.items()):
             key = NoteKey(path, built.blobs[path], version, model.name, model.model, EFFORT)
             dropped = report.dropped_citations if i == 0 else 0

@@ -57,22 +57,56 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "url-credentials",
         re.compile(r"(?<=://)[^/\s:@'\"]+:[^/\s@'\"]{6,}(?=@)"),
     ),
+    ("gitlab-token", re.compile(r"\bgl(?:pat|dt|ptt|rt|cbt|oas)-[0-9A-Za-z_-]{20,}")),
+    ("huggingface-token", re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
+    ("npm-token", re.compile(r"\bnpm_[A-Za-z0-9]{36}")),
+    ("pypi-token", re.compile(r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}")),
+    ("sendgrid-key", re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")),
+    ("digitalocean-token", re.compile(r"\bdo[por]_v1_[a-f0-9]{64}")),
+    ("shopify-token", re.compile(r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}")),
+    ("telegram-bot-token", re.compile(r"\b[0-9]{8,10}:AA[0-9A-Za-z_-]{33}")),
+    # an HTTP credential after its scheme: `Authorization: Bearer <v>`, `"Basic <v>"`
+    (
+        "http-credential",
+        re.compile(r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]+(?P<v>[A-Za-z0-9._~+/-]{8,}=*)"),
+    ),
+    # a user and a password given as a pair to something named auth: `auth=("u", "v")`,
+    # `HTTPBasicAuth("u", "v")`, `BasicAuth(login="u", password="v")` is the assignment rule
+    (
+        "auth-pair",
+        re.compile(
+            r"(?i:auth)[A-Za-z0-9_]*\s*(?:=\s*)?[(\[]\s*[bBuU]?(['\"])[^'\"\n]*\1\s*,\s*"
+            r"[bBuU]?(['\"])(?P<v>[^'\"\n]{1,200})\2"
+        ),
+    ),
+    # a password in prose: "the admin password is `hunter2`", "pw: s3cret!"
+    (
+        "password-in-text",
+        re.compile(
+            r"(?i:\b(?:password|passwd|passphrase|pwd|pw)\b)[ \t]+(?:is|was)[ \t]+"
+            r"(?P<q>[`'\"]?)(?P<v>[^\s`'\"]{3,100})"
+        ),
+    ),
 )
 
-# NAME = value, NAME: value, "NAME": "value", NAME => value, where NAME looks secret.
-_SECRET_NAME = (
-    r"[A-Za-z0-9_.-]*(?:key|secret|token|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*"
-)
+
+# NAME = value, NAME: value, "NAME": "value", NAME => value, os.environ["NAME"] = value,
+# setdefault("NAME", value), getenv("NAME", value), where NAME looks secret.
+_KEYWORDS = r"key|secret|token|passw(?:or)?d|pwd|credential|auth|pass|pw"
+_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:" + _KEYWORDS + r")[A-Za-z0-9_.-]*"
 _ASSIGNMENT = re.compile(
-    r"(?<![A-Za-z0-9_.-])(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"]?)"
+    r"(?<![A-Za-z0-9_.-])(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"])?\]?"
     r"(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"  # a type annotation: `API_KEY: str = ...`
-    r"\s*(?::=|=>|[:=])\s*"
-    r"(?:(?P<quote>['\"])(?P<quoted>[^'\"\n]{6,})(?P=quote)|(?P<bare>[^\s'\",;)}\]]{8,}))",
+    r"\s*(?::=|=>|[:=]|(?(q1),|(?!)))\s*"  # a quoted name may be followed by a comma
+    r"(?P<prefix>[bBrRuUfF]{0,2})"  # b"...", r'...', f"..."
+    r"(?:(?P<tq>'''|\"\"\")(?P<tquoted>[^\n]{1,200}?)(?P=tq)"
+    r"|(?P<quote>['\"])(?P<quoted>[^'\"\n]{1,200})(?P=quote)"
+    r"|(?P<bare>[^\s'\",;)}\]]{8,}))",
     re.IGNORECASE,
 )
 # where a secret name can be: its keyword (what every match holds), and the characters a
 # name is made of (as ``_ASSIGNMENT`` reads them, ignoring case)
-_NAME_KEYWORD = re.compile(r"key|secret|token|passw(?:or)?d|pwd|credential|auth", re.IGNORECASE)
+_NAME_KEYWORD = re.compile(_KEYWORDS, re.IGNORECASE)
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.-]", re.IGNORECASE)
 _NAME_KEYWORD_LOWER = re.compile(_NAME_KEYWORD.pattern)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -90,11 +124,59 @@ _NEEDLES: dict[str, tuple[str, ...]] = {
     "stripe-key": ("_live_", "_test_"),
     "jwt": ("eyJ",),
     "url-credentials": ("://",),
+    "gitlab-token": ("glpat-", "gldt-", "glptt-", "glrt-", "glcbt-", "gloas-"),
+    "huggingface-token": ("hf_",),
+    "npm-token": ("npm_",),
+    "pypi-token": ("pypi-",),
+    "sendgrid-key": ("SG.",),
+    "digitalocean-token": ("_v1_",),
+    "shopify-token": ("shpat_", "shpca_", "shppa_", "shpss_"),
+    "telegram-bot-token": (":AA",),
+    "http-credential": ("earer", "EARER", "asic", "ASIC"),
+    "auth-pair": ("auth", "Auth", "AUTH"),
+    "password-in-text": ("ass", "ASS", "pw", "PW", "Pw", "wd", "WD"),
 }
-_PASSWORDISH = re.compile(r"passw(?:or)?d|pwd|secret", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"^(?:\$\{?[A-Za-z_]|<[^>]+>$|\{\{|%\(|\[REDACTED:)")
+_PLACEHOLDER = re.compile(r"^(?:\$\{?[A-Za-z_]|<[^>]+>$|\{|%\(|\[REDACTED:|\*+$|x+$|\.\.\.)")
 # a value that is code, not data: a call, an attribute path, an environment lookup
 _CODE_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\[|$)")
+
+
+def _plain(v: str) -> bool:
+    """A word or an identifier (``required``, ``str``, ``self.value``), not a secret."""
+    return bool(_CODE_VALUE.match(v.rstrip(".,;:"))) and not any(ch.isdigit() for ch in v)
+
+
+# what a match of a kind must look like to be redacted (kinds not named here: any match);
+# a kind with a group ``v`` redacts that group only
+_VALUE_CHECKS: dict[str, Callable[[re.Match[str]], bool]] = {
+    "huggingface-token": lambda m: _char_classes(m.group(0)) >= 2,
+    "http-credential": lambda m: _char_classes(m["v"]) >= 2 and not _plain(m["v"]),
+    "auth-pair": lambda m: not _PLACEHOLDER.match(m["v"]),
+    "password-in-text": lambda m: (
+        not _PLACEHOLDER.match(m["v"]) and (bool(m["q"]) or not _plain(m["v"]))
+    ),
+}
+
+
+# the words of a name (``db_pass`` -> db, pass; ``userPassword`` -> user, password)
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+# names whose value is a password whatever it looks like: short, a plain word, a passphrase
+_PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pw", "pass", "passphrase", "passcode"})
+# ... unless a later word says the value is about the password (``password_hint``)
+_ABOUT_WORDS = frozenset(
+    {
+        "prompt", "label", "help", "hint", "message", "msg", "error", "text", "title",
+        "field", "name", "placeholder", "description", "desc", "policy", "pattern", "regex",
+        "format", "env", "var", "file", "path", "length", "len", "min", "max", "type",
+        "url", "reset", "required", "rule", "rules", "key", "column", "col", "param",
+        "attr", "option", "flag", "arg", "header", "id", "input", "style", "class", "mode",
+        "strategy", "hasher", "hash", "validator", "command", "cmd", "through", "thru",
+        "changed", "expired", "expiry", "confirm", "confirmation", "manager", "store",
+    }
+)  # fmt: skip
+# a name holding one of these (anywhere, any case) is secret-looking; ``pass`` and ``pw``
+# only as words of the name (``bypass`` and ``upward`` are not)
+_SECRET_SUBSTRINGS = ("key", "secret", "token", "password", "passwd", "pwd", "credential", "auth")
 
 
 def entropy(value: str) -> float:
@@ -112,11 +194,48 @@ def _char_classes(value: str) -> int:
     ) + (1 if any(not ch.isalnum() for ch in value) else 0)
 
 
-def looks_secret(name: str, value: str) -> bool:
-    """Whether ``value``, assigned to the secret-looking ``name``, looks like a real secret."""
-    if _PLACEHOLDER.match(value) or " " in value.strip():
+def _words(name: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(name)]
+
+
+def password_name(name: str) -> bool:
+    """A name whose value is a password: a password word (``db_pass``, ``PW``,
+    ``userPassword``) not followed by a word that makes the value about the password
+    (``password_hint``, ``PASSWORD_ENV``)."""
+    words = _words(name)
+    last = max(
+        (i for i, w in enumerate(words) if w in _PASSWORD_WORDS or w.startswith("password")),
+        default=-1,
+    )
+    return last >= 0 and not any(w in _ABOUT_WORDS for w in words[last + 1 :])
+
+
+def secret_name(name: str) -> bool:
+    """Whether a value assigned to ``name`` may be a secret."""
+    low = name.lower()
+    return any(k in low for k in _SECRET_SUBSTRINGS) or password_name(name)
+
+
+def looks_secret(name: str, value: str, *, quoted: bool = True) -> bool:
+    """Whether ``value``, assigned to the secret-looking ``name``, looks like a real secret
+    (an unquoted one: a word or an identifier is code or prose, not a password)."""
+    value = value.strip()
+    if not value or _PLACEHOLDER.match(value) or not secret_name(name):
         return False
-    if _PASSWORDISH.search(name) and len(value) >= 8 and _char_classes(value) >= 2:
+    if password_name(name) and (quoted or not _plain(value)):
+        # any value but an empty or placeholder one, code, or the name's own words
+        if value.lower() in {*_words(name), name.lower()}:
+            return False
+        if " " in value:  # a passphrase, not a sentence about the password
+            return len(value) <= 100 and ". " not in value.rstrip(".!?")
+        return len(value) >= 3 and (
+            not _CODE_VALUE.match(value)
+            or any(ch.isdigit() for ch in value)
+            or ("_" not in value and "." not in value and "(" not in value)
+        )
+    if " " in value:
+        return False
+    if "secret" in name.lower() and len(value) >= 8 and _char_classes(value) >= 2:
         return not _CODE_VALUE.match(value) or any(ch.isdigit() for ch in value)
     if len(value) < 16:
         return False
@@ -139,7 +258,8 @@ class Redaction:
 # (most text has none, and the assignment rule is slow to scan for).
 _TRIGGER = re.compile(
     r"PRIVATE KEY|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|gh[pousr]_|github_pat_|xox|hooks\.slack|"
-    r"sk-|AIza|_live_|_test_|eyJ|://|key|secret|token|passw|pwd|credential|auth",
+    r"sk-|AIza|_live_|_test_|eyJ|://|key|secret|token|pass|pw|credential|auth|bearer|basic|"
+    r"glpat-|gldt-|glptt-|glrt-|glcbt-|gloas-|hf_|npm_|pypi-|SG\.|_v1_|shp|:AA",
     re.IGNORECASE,
 )
 
@@ -149,6 +269,7 @@ _TRIGGER = re.compile(
 _NOT_IN_TRIGGERS = str.maketrans(dict.fromkeys("\u2013\u2014\u2018\u2019\u201c\u201d\u2026", " "))
 
 
+_GITLAB_PREFIXES = ("pat", "dt", "ptt", "rt", "cbt", "oas")
 _AWS_PREFIXES = ("akia", "asia", "agpa", "aida", "aroa", "anpa")
 
 
@@ -167,8 +288,18 @@ def _triggered(text: str) -> bool:
         or "auth" in low
         or "token" in low
         or "secret" in low
-        or "passw" in low
-        or "pwd" in low
+        or "pass" in low
+        or "pw" in low
+        or "bearer" in low
+        or "basic" in low
+        or "hf_" in low
+        or "npm_" in low
+        or "pypi-" in low
+        or "sg." in low
+        or "_v1_" in low
+        or "shp" in low
+        or ":aa" in low
+        or ("gl" in low and any(f"gl{p}-" in low for p in _GITLAB_PREFIXES))
         or "credential" in low
         or "://" in low
         or "sk-" in low
@@ -194,17 +325,27 @@ def redact(text: str) -> Redaction:
             continue
 
         def sub(m: re.Match[str], kind: str = kind) -> str:
+            check = _VALUE_CHECKS.get(kind)
+            if check is not None and not check(m):
+                return m.group(0)
             counts[kind] += 1  # keep the line count, so line numbers stay valid
-            return MARK.format(kind=kind) + "\n" * m.group(0).count("\n")
+            mark = MARK.format(kind=kind) + "\n" * m.group(0).count("\n")
+            if "v" not in m.re.groupindex:
+                return mark
+            start, end = m.start("v") - m.start(), m.end("v") - m.start()
+            return m.group(0)[:start] + mark + m.group(0)[end:]
 
         text = pattern.sub(sub, text)
 
     def assignment(m: re.Match[str]) -> str:
-        value = m.group("quoted") if m.group("quoted") is not None else m.group("bare")
-        if not looks_secret(m.group("name"), value):
+        group = next(g for g in ("tquoted", "quoted", "bare") if m.group(g) is not None)
+        value = m.group(group)
+        if "f" in m.group("prefix").lower() and "{" in value:  # an f-string: code
+            return m.group(0)
+        if not looks_secret(m.group("name"), value, quoted=group != "bare"):
             return m.group(0)
         counts["secret-assignment"] += 1
-        start, end = m.span("quoted") if m.group("quoted") is not None else m.span("bare")
+        start, end = m.span(group)
         base = m.start()
         return m.group(0)[: start - base] + MARK.format(kind="secret") + m.group(0)[end - base :]
 
