@@ -97,8 +97,8 @@ _SECRET_NAME = r"[A-Za-z0-9_.-]*(?:" + _KEYWORDS + r")[A-Za-z0-9_.-]*"
 _ASSIGNMENT = re.compile(
     r"(?<![A-Za-z0-9_.-])(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"])?\]?"
     r"(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"  # a type annotation: `API_KEY: str = ...`
-    r"\s*(?::=|=>|[:=]|(?(q1),|(?!)))\s*"  # a quoted name may be followed by a comma
-    r"(?P<prefix>[bBrRuUfF]{0,2})"  # b"...", r'...', f"..."
+    r"\s*(?::=|=>|[:=]|(?(q1)(?P<comma>,)|(?!)))\s*"  # a quoted name: or a comma
+    r"(?:(?P<prefix>[bBrRuUfF]{1,2})(?=['\"]))?"  # b"...", r'...', f"..."
     r"(?:(?P<tq>'''|\"\"\")(?P<tquoted>[^\n]{1,200}?)(?P=tq)"
     r"|(?P<quote>['\"])(?P<quoted>[^'\"\n]{1,200})(?P=quote)"
     r"|(?P<bare>[^\s'\",;)}\]]{8,}))",
@@ -142,15 +142,22 @@ _CODE_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(
 
 
 def _plain(v: str) -> bool:
-    """A word or an identifier (``required``, ``str``, ``self.value``), not a secret."""
-    return bool(_CODE_VALUE.match(v.rstrip(".,;:"))) and not any(ch.isdigit() for ch in v)
+    """A word, an identifier or a call (``required``, ``self.value``, ``info[2]``,
+    ``click.prompt(``), not a secret."""
+    m = _CODE_VALUE.match(v.rstrip(".,;:"))
+    return m is not None and (m.group(0)[-1:] in "([" or not any(ch.isdigit() for ch in v))
+
+
+def _alnum_classes(v: str) -> int:
+    """How many of lower case, upper case and digits ``v`` holds."""
+    return sum(1 for test in (str.islower, str.isupper, str.isdigit) if any(map(test, v)))
 
 
 # what a match of a kind must look like to be redacted (kinds not named here: any match);
 # a kind with a group ``v`` redacts that group only
 _VALUE_CHECKS: dict[str, Callable[[re.Match[str]], bool]] = {
     "huggingface-token": lambda m: _char_classes(m.group(0)) >= 2,
-    "http-credential": lambda m: _char_classes(m["v"]) >= 2 and not _plain(m["v"]),
+    "http-credential": lambda m: _alnum_classes(m["v"]) >= 2 and not _plain(m["v"]),
     "auth-pair": lambda m: not _PLACEHOLDER.match(m["v"]),
     "password-in-text": lambda m: (
         not _PLACEHOLDER.match(m["v"]) and (bool(m["q"]) or not _plain(m["v"]))
@@ -235,13 +242,13 @@ def looks_secret(name: str, value: str, *, quoted: bool = True) -> bool:
         )
     if " " in value:
         return False
+    if _plain(value):
+        return False
     if "secret" in name.lower() and len(value) >= 8 and _char_classes(value) >= 2:
-        return not _CODE_VALUE.match(value) or any(ch.isdigit() for ch in value)
+        return True
     if len(value) < 16:
         return False
-    if _CODE_VALUE.match(value) and not any(ch.isdigit() for ch in value):
-        return False
-    return entropy(value) >= 3.5 and _char_classes(value) >= 2
+    return entropy(value) >= 3.5 and _alnum_classes(value) >= 2
 
 
 @dataclass
@@ -340,8 +347,10 @@ def redact(text: str) -> Redaction:
     def assignment(m: re.Match[str]) -> str:
         group = next(g for g in ("tquoted", "quoted", "bare") if m.group(g) is not None)
         value = m.group(group)
-        if "f" in m.group("prefix").lower() and "{" in value:  # an f-string: code
+        if "f" in (m.group("prefix") or "").lower() and "{" in value:  # an f-string: code
             return m.group(0)
+        if m.group("comma") is not None and (group == "bare" or _plain(value)):
+            return m.group(0)  # ("password", "username"), ("--password", prompt=True)
         if not looks_secret(m.group("name"), value, quoted=group != "bare"):
             return m.group(0)
         counts["secret-assignment"] += 1

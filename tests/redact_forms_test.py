@@ -123,6 +123,14 @@ def test_every_form_is_redacted_whatever_its_value(
         'headers["Authorization"] = f"Bearer {token}"',
         'return {"Authorization": "Bearer " + self.token}',
         "password_field = 'password'",
+        # seen on real repositories before these cases were written (pallets/click, httpx)
+        '@click.option("--password", prompt=True, hide_input=True)',
+        'click.prompt("Pw", hide_input=True)',
+        "This covers basic single-option default type coercion.",
+        "token = b64encode(userpass).decode()",
+        "username=auth_info[0], password=auth_info[2]",
+        'SENSITIVE_HEADERS = {"authorization", "proxy-authorization"}',
+        "- Authentication: 'advanced/authentication.md'",
     ],
 )
 def test_ordinary_code_about_passwords_is_left_alone(line: str) -> None:
