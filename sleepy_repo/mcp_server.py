@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 import anyio
 import anyio.from_thread
@@ -133,6 +133,11 @@ class HistoryJson(TypedDict):
     lines: int
 
 
+class ModuleSemanticJson(TypedDict):
+    model: str | None
+    units: int
+
+
 class NotesJson(TypedDict):
     schema_version: int
     path: str
@@ -143,6 +148,7 @@ class NotesJson(TypedDict):
     warning: str | None
     notes: list[NoteSetJson]
     history: list[HistoryJson]
+    semantic_index: NotRequired[ModuleSemanticJson]  # not for the overview note (`.`)
 
 
 class SkippedJson(TypedDict):

@@ -83,7 +83,7 @@ def test_chunks_stay_aligned_after_a_form_feed(tmp_path: Path) -> None:
     form feeds (and \\x1c-\\x1e, \\x85, \\u2028), so every chunk after one was shifted."""
     src = b"import os\n\x0c\n# section\x1e two\ndef f():\n    return 1\r\n"
     (tmp_path / "m.py").write_bytes(src)
-    prep = _prepare((tmp_path, Candidate("m.py", "python", len(src), 0), 10**6, None))
+    prep = _prepare((tmp_path, Candidate("m.py", "python", len(src), 0), 10**6, None, False))
     lines = source_lines(src.decode())
     assert [(c[0], c[2]) for c in prep.chunks if c[2]] == [(4, "f")]
     for start, end, _, text, _ in prep.chunks:
