@@ -269,7 +269,8 @@ def update_index(
         # a new parser, or a new deny list (what a denied module's facts keep), parses again
         reparse = bool(stored) and (
             store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
-            or store.get_meta(conn, "deny_globs", None) not in (None, list(config.scan.deny))
+            # (a store from before the deny list was recorded kept denied modules' facts)
+            or store.get_meta(conn, "deny_globs", None) != list(config.scan.deny)
         )
 
     present = {c.path for c in result.candidates} | {s.path for s in result.skipped}

@@ -93,7 +93,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # NAME = value, NAME: value, "NAME": "value", NAME => value, os.environ["NAME"] = value,
 # setdefault("NAME", value), getenv("NAME", value), where NAME looks secret.
 _KEYWORDS = r"key|secret|token|passw(?:or)?d|pwd|credential|auth|pass|pw"
-_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:" + _KEYWORDS + r")[A-Za-z0-9_.-]*"
+# a run of name characters holding a keyword: the lookahead finds the keyword, the run is
+# taken whole and never given back (possessive), so a long run costs linear time, not the
+# quadratic search over where its keyword sits
+_SECRET_NAME = r"(?=[A-Za-z0-9_.-]*?(?:" + _KEYWORDS + r"))[A-Za-z0-9_.-]++"
 _ASSIGNMENT = re.compile(
     r"(?<![A-Za-z0-9_.-])(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"])?\]?"
     r"(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"  # a type annotation: `API_KEY: str = ...`
@@ -375,14 +378,22 @@ def _sub_assignments(text: str, repl: Callable[[re.Match[str]], str]) -> str:
     hits = (
         _NAME_KEYWORD_LOWER.finditer(text.lower()) if ascii_text else _NAME_KEYWORD.finditer(text)
     )
+    run_end = -1  # the end of the last name run tried: its other keywords start it too
     for hit in hits:
-        start = hit.start()
+        if hit.start() < run_end:
+            continue
+        start = end = hit.start()
         if ascii_text:
             while start > 0 and text[start - 1] in _NAME_CHARS:
                 start -= 1
+            while end < len(text) and text[end] in _NAME_CHARS:
+                end += 1
         else:
             while start > 0 and _NAME_CHAR.match(text, start - 1):
                 start -= 1
+            while end < len(text) and _NAME_CHAR.match(text, end):
+                end += 1
+        run_end = end
         if start < last or start in tried:
             continue
         tried.add(start)
