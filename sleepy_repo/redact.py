@@ -75,7 +75,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "auth-pair",
         re.compile(
-            r"(?i:auth)[A-Za-z0-9_]*\s*(?:=\s*)?[(\[]\s*[bBuU]?(['\"])[^'\"\n]*\1\s*,\s*"
+            r"(?i:auth)(?![A-Za-z0-9_])\s*(?:=\s*)?[(\[]\s*[bBuU]?(['\"])[^'\"\n]*\1\s*,\s*"
             r"[bBuU]?(['\"])(?P<v>[^'\"\n]{1,200})\2"
         ),
     ),

@@ -131,6 +131,7 @@ def test_every_form_is_redacted_whatever_its_value(
         "username=auth_info[0], password=auth_info[2]",
         'SENSITIVE_HEADERS = {"authorization", "proxy-authorization"}',
         "- Authentication: 'advanced/authentication.md'",
+        'authors = ["Alice", "Bob"]',  # found by review
     ],
 )
 def test_ordinary_code_about_passwords_is_left_alone(line: str) -> None:
