@@ -296,7 +296,8 @@ def _update_semantic(repo: Repo, only: set[str] | None) -> dict[str, Any]:
     """Embed the units of new and changed modules (idle-time work, ``sleepy_repo.embed``)."""
     model = embedder(repo)
     if model is None:
-        return {"model": None, "reason": embed.status(repo.config.embed.model).reason}
+        st = embed.status(repo.config.embed.model)
+        return {"model": None, "reason": st.reason, "error": st.error}
     up = update_embeddings(
         repo.store,
         model,

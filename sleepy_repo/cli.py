@@ -135,7 +135,7 @@ def cmd_refresh(
             f"semantic index ({sem['model']}): {sem['modules']} modules, {sem['units']} units "
             f"embedded in {sem['seconds']:.1f}s{left}"
         )
-    elif not sem["model"] and sem.get("reason") and "extra" not in sem["reason"]:
+    elif sem.get("error"):  # a configured model that cannot load (off and no extra: quiet)
         err.print(f"semantic index: {sem['reason']}", style="yellow", markup=False)
     if result.get("model"):
         _print_model_run(result["model"], result["notes"][result["model"]["backend"]])

@@ -84,6 +84,7 @@ class Status:
 
     model: str | None
     reason: str | None = None
+    error: bool = False  # a configured model cannot load (not: off, or the extra missing)
 
 
 def for_config(spec: str) -> Embedder | None:
@@ -94,16 +95,24 @@ def for_config(spec: str) -> Embedder | None:
 
 
 def status(spec: str) -> Status:
-    """The model ``spec`` gives, or why there is none (never raises)."""
-    try:
-        embedder = for_config(spec)
-    except ConfigError as exc:
-        return Status(None, str(exc))
-    if embedder is not None:
-        return Status(embedder.name)
-    if spec.strip() in ("off", ""):
+    """The model ``spec`` gives, or why there is none (never raises). Its files are found
+    and named, not loaded: ``status`` and ``notes`` stay as fast as without the index."""
+    spec = spec.strip()
+    if spec in ("off", ""):
         return Status(None, 'off ([embed] model = "off")')
-    return Status(None, f"off: the [embed] extra is not installed ({INSTALL_HINT})")
+    try:
+        if spec in ("auto", WORDLLAMA):
+            files = _wordllama_files()
+            if files is None:
+                if spec == WORDLLAMA:
+                    raise ConfigError(
+                        f"[embed] model = {spec!r} needs the [embed] extra: {INSTALL_HINT}"
+                    )
+                return Status(None, f"off: the [embed] extra is not installed ({INSTALL_HINT})")
+            return Status(files[2])
+        return Status(_model2vec_files(Path(spec).expanduser())[2])
+    except ConfigError as exc:
+        return Status(None, str(exc), error=True)
 
 
 @lru_cache(maxsize=4)
@@ -123,12 +132,25 @@ def _load(spec: str) -> Embedder | None:
     return _model2vec_dir(Path(spec).expanduser())
 
 
-def _wordllama() -> Embedder:
-    import wordllama  # type: ignore[import-untyped]
-    from safetensors import safe_open
-    from tokenizers import Tokenizer
+def _wordllama_files() -> tuple[Path, Path, str] | None:
+    """The weights, tokenizer and name of the model wordllama's wheel ships, found without
+    importing anything (None: the extra is not installed)."""
+    import importlib.metadata
+    import importlib.util
 
-    pkg = Path(wordllama.__file__).parent
+    try:
+        found = importlib.util.find_spec("wordllama")
+        if (
+            found is None
+            or not found.submodule_search_locations
+            or any(
+                importlib.util.find_spec(m) is None for m in ("numpy", "safetensors", "tokenizers")
+            )
+        ):
+            return None
+    except (ImportError, ValueError):  # a module blocked in sys.modules (None)
+        return None
+    pkg = Path(next(iter(found.submodule_search_locations)))
     # the files its wheel ships (its own loader looks for the tokenizer elsewhere and then
     # downloads it; nothing here goes to the network)
     weights = pkg / "weights" / f"{_WORDLLAMA_CONFIG}_{_WORDLLAMA_DIM}.safetensors"
@@ -138,15 +160,36 @@ def _wordllama() -> Embedder:
             f"the installed wordllama has no bundled {_WORDLLAMA_CONFIG} model at {pkg}: "
             f"reinstall it ({INSTALL_HINT})"
         )
+    version = importlib.metadata.version("wordllama")
+    return weights, tokens, f"wordllama-{_WORDLLAMA_CONFIG}-{_WORDLLAMA_DIM}@{version}"
+
+
+def _wordllama() -> Embedder:
+    files = _wordllama_files()
+    if files is None:
+        raise ImportError("wordllama")
+    weights, tokens, name = files
+    from safetensors import safe_open
+    from tokenizers import Tokenizer
+
     with safe_open(str(weights), framework="np") as f:
         table = f.get_tensor("embedding.weight")
-    version = getattr(wordllama, "__version__", "?")
-    name = f"wordllama-{_WORDLLAMA_CONFIG}-{_WORDLLAMA_DIM}@{version}"
     return Embedder(name, table, Tokenizer.from_file(str(tokens)))
 
 
-def _model2vec_dir(path: Path) -> Embedder:
-    """A static model in the Model2Vec layout: ``tokenizer.json`` + ``model.safetensors``."""
+@lru_cache(maxsize=8)
+def _digest(weights: Path, size: int, mtime_ns: int) -> str:
+    """The first 12 hex digits of the file's sha256 (cached while its size and time stay)."""
+    h = hashlib.sha256()
+    with weights.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def _model2vec_files(path: Path) -> tuple[Path, Path, str]:
+    """The tokenizer, weights and name (directory @ weights digest) of a Model2Vec-layout
+    model directory."""
     tokens, weights = path / "tokenizer.json", path / "model.safetensors"
     if not path.is_dir() or not tokens.is_file() or not weights.is_file():
         raise ConfigError(
@@ -154,6 +197,13 @@ def _model2vec_dir(path: Path) -> Embedder:
             "(it needs tokenizer.json and model.safetensors, as Model2Vec models ship); "
             'use "auto", "wordllama" or "off", or point it at such a directory'
         )
+    st = weights.stat()
+    return tokens, weights, f"{path.name}@{_digest(weights, st.st_size, st.st_mtime_ns)}"
+
+
+def _model2vec_dir(path: Path) -> Embedder:
+    """A static model in the Model2Vec layout: ``tokenizer.json`` + ``model.safetensors``."""
+    tokens, weights, name = _model2vec_files(path)
     try:
         from safetensors import safe_open
         from tokenizers import Tokenizer
@@ -174,8 +224,7 @@ def _model2vec_dir(path: Path) -> Embedder:
         raise ConfigError(f"[embed] model {path}: cannot load it: {exc}") from None
     if table.ndim != 2:
         raise ConfigError(f"{weights}: the embedding table must be 2-D, got {table.shape}")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    return Embedder(f"{path.name}@{digest}", table, tokenizer)
+    return Embedder(name, table, tokenizer)
 
 
 # -- idle time: the vectors of every module -----------------------------------------------

@@ -94,6 +94,8 @@ def test_questions_in_other_words_find_their_code_through_the_semantic_index(
     found = [_first_code_path(cli, repo, q) == p for q, p in QUESTIONS.items()]
     assert sum(found) <= 1, found
     assert cli.json("status", repo=repo)["semantic_index"]["reason"].startswith("off")
+    quiet = cli.run("refresh", repo=repo)  # turned off on purpose: no warning
+    assert "semantic index" not in quiet.stdout + quiet.stderr, quiet.stderr
 
 
 def test_unchanged_code_is_never_embedded_again(tmp_path: Path, cli: CLI) -> None:
