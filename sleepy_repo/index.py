@@ -164,7 +164,7 @@ def names_only(facts: ModuleFacts) -> ModuleFacts:
     )
 
 
-Job = tuple[Path, Candidate, int, "str | None", bool]  # root, module, size limit, blob, denied
+Job = tuple[Path, Candidate, int, str | None, bool]  # root, module, size limit, blob, denied
 
 
 def _prepare(job: Job) -> Prepared:
