@@ -267,11 +267,19 @@ def update_index(
     with store.read() as conn:
         stored = store.modules(conn)
         # a new parser, or a new deny list (what a denied module's facts keep), parses again
-        reparse = bool(stored) and (
-            store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
-            # (a store from before the deny list was recorded kept denied modules' facts)
-            or store.get_meta(conn, "deny_globs", None) != list(config.scan.deny)
+        # (a store from before the deny list was recorded kept denied modules' facts)
+        new_deny = bool(stored) and store.get_meta(conn, "deny_globs", None) != list(
+            config.scan.deny
         )
+        reparse = new_deny or (
+            bool(stored) and store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
+        )
+    deny = DenyList(config.scan.deny)
+    if new_deny:
+        # notes of a module that is deny-listed now were written from its full facts (or
+        # its code, by a model): dropped, so its static notes are written again from names
+        with store.write() as conn:
+            store.delete_notes(conn, [p for p in stored if deny.denied(p)])
 
     present = {c.path for c in result.candidates} | {s.path for s in result.skipped}
     report.removed = sorted(p for p in stored if p not in present)
@@ -356,7 +364,6 @@ def update_index(
             for s in newly_skipped:
                 store.put_skipped(conn, s.path, s.reason)
 
-    deny = DenyList(config.scan.deny)
     jobs: list[Job] = [
         (
             root,

@@ -151,6 +151,15 @@ def _plain(v: str) -> bool:
     return m is not None and (m.group(0)[-1:] in "([" or not any(ch.isdigit() for ch in v))
 
 
+def _wordy(v: str) -> bool:
+    """Whether ``v`` reads as words (``access_token``, ``HTTPBasicAuthHandler``): at most one
+    of its camel-case or snake-case pieces is shorter than 3 characters. Random letters of
+    mixed case break into many short pieces (``kjvAFeKid`` -> kjv, A, Fe, Kid), so a quoted
+    key of letters only is not taken for an identifier (1 in 270 random 32-letter keys has
+    no digit; of those, about 1 in 270 still reads as words)."""
+    return sum(1 for w in _WORD.findall(v) if len(w) <= 2) <= 1
+
+
 def _alnum_classes(v: str) -> int:
     """How many of lower case, upper case and digits ``v`` holds."""
     return sum(1 for test in (str.islower, str.isupper, str.isdigit) if any(map(test, v)))
@@ -245,7 +254,7 @@ def looks_secret(name: str, value: str, *, quoted: bool = True) -> bool:
         )
     if " " in value:
         return False
-    if _plain(value):
+    if _plain(value) and (not quoted or _wordy(value)):
         return False
     if "secret" in name.lower() and len(value) >= 8 and _char_classes(value) >= 2:
         return True

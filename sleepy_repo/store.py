@@ -687,6 +687,16 @@ class NoteStore:
         conn.execute("DELETE FROM modules WHERE path = ?", (path,))
 
     @staticmethod
+    def delete_notes(conn: sqlite3.Connection, paths: Iterable[str]) -> None:
+        """Every note of ``paths``, of every backend (and their payoff rows: ids are reused)."""
+        for path in paths:
+            conn.execute(
+                "DELETE FROM payoff WHERE note_id IN (SELECT id FROM notes WHERE path = ?)",
+                (path,),
+            )
+            conn.execute("DELETE FROM notes WHERE path = ?", (path,))
+
+    @staticmethod
     def put_skipped(conn: sqlite3.Connection, path: str, reason: str) -> None:
         NoteStore.delete_module(conn, path)
         conn.execute(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
 from reliability_rpc import Server
 
-from sleepy_repo.redact import _char_classes, entropy, redact
+from sleepy_repo.redact import _char_classes, _wordy, entropy, redact
 
 from helpers import CLI, EXE, git, trusted_config
 
@@ -42,6 +42,11 @@ def _mixed(min_size: int, max_size: int, extra: str = "") -> st.SearchStrategy[s
 
 PASSWORD = _mixed(3, 24, "!@#%^&*-_+=")  # short ones too: "hunter2"
 KEY = _mixed(20, 40).filter(lambda v: entropy(v) >= 3.5 and _char_classes(v) >= 2)
+# a key of letters only (1 in 270 random 32-character keys); one that reads as words
+# (``HTTPBasicAuthHandler``) is taken for an identifier, a known gap the filter states
+LETTER_KEY = st.text(alphabet=string.ascii_letters, min_size=20, max_size=40).filter(
+    lambda v: entropy(v) >= 3.5 and _char_classes(v) >= 2 and not _wordy(v)
+)
 WORD = st.text(alphabet=string.ascii_lowercase, min_size=3, max_size=9)
 PASSPHRASE = st.lists(WORD, min_size=3, max_size=5).map(" ".join)
 GITLAB = st.text(alphabet=ALNUM + "_-", min_size=20, max_size=20).map(lambda v: "glpat-" + v)
@@ -52,6 +57,8 @@ FORMS: list[tuple[str, str, st.SearchStrategy[str]]] = [
     ("bytes value", 'API_KEY = b"{v}"', KEY),
     ("bytes password", "DB_PASSWORD = b'{v}'", PASSWORD),
     ("triple-quoted", 'SECRET_TOKEN = """{v}"""', KEY),
+    ("letters-only key", 'SECRET_TOKEN = """{v}"""', LETTER_KEY),
+    ("letters-only api key", 'API_KEY = "{v}"', LETTER_KEY),
     ("triple-quoted password", "password = '''{v}'''", PASSWORD),
     ("bearer header", 'headers = {{"Authorization": "Bearer {v}"}}', KEY),
     ("basic header", "req.headers['Authorization'] = 'Basic {v}'", KEY),
@@ -309,3 +316,27 @@ def test_planted_secrets_reach_neither_the_model_nor_any_served_channel(
     assert not any("shop/credentials.py" in r.user_text for r in fake.message_requests)
     assert "login" in outputs["cli notes shop/credentials.py"]
     print(f"\nplanted {len(values)} secrets x {len(outputs)} outputs: 0 leaked")
+
+
+def test_a_module_deny_listed_later_loses_its_signatures_and_docstrings(
+    make_repo: Any, cli: CLI
+) -> None:
+    """A store indexed before a file was deny-listed re-parses it when the deny list
+    changes: its defaults and docstrings leave the store, its names stay."""
+    repo = make_repo("shop")
+    doc, default = "VAULTDOC" + _tok(12), _password()
+    (repo / "shop" / "vault.py").write_text(
+        f'def unlock(user, pw="{default}"):\n    """Open the vault ({doc})."""\n    return user\n'
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "vault")
+    cli.run("refresh", repo=repo)
+    before = cli.run("notes", "shop/vault.py", "--json", repo=repo).stdout
+    assert doc in before  # not deny-listed yet: its docstring is a note
+
+    (repo / ".sleepy" / "config.toml").write_text('[scan]\ndeny = ["shop/vault.py"]\n')
+    cli.run("refresh", repo=repo)
+    served = cli.run("notes", "shop/vault.py", "--json", repo=repo).stdout
+    served += cli.run("context", "unlock the vault", "--json", "--budget", "4000", repo=repo).stdout
+    assert doc not in served and default not in served
+    assert "unlock" in served
