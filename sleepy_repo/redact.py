@@ -169,7 +169,9 @@ def _alnum_classes(v: str) -> int:
 # a kind with a group ``v`` redacts that group only
 _VALUE_CHECKS: dict[str, Callable[[re.Match[str]], bool]] = {
     "huggingface-token": lambda m: _char_classes(m.group(0)) >= 2,
-    "http-credential": lambda m: _alnum_classes(m["v"]) >= 2 and not _plain(m["v"]),
+    "http-credential": lambda m: (
+        _alnum_classes(m["v"]) >= 2 and not (_plain(m["v"]) and _wordy(m["v"]))
+    ),
     "auth-pair": lambda m: not _PLACEHOLDER.match(m["v"]),
     "password-in-text": lambda m: (
         not _PLACEHOLDER.match(m["v"]) and (bool(m["q"]) or not _plain(m["v"]))

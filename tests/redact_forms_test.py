@@ -61,6 +61,7 @@ FORMS: list[tuple[str, str, st.SearchStrategy[str]]] = [
     ("letters-only api key", 'API_KEY = "{v}"', LETTER_KEY),
     ("triple-quoted password", "password = '''{v}'''", PASSWORD),
     ("bearer header", 'headers = {{"Authorization": "Bearer {v}"}}', KEY),
+    ("letters-only bearer", 'headers = {{"Authorization": "Bearer {v}"}}', LETTER_KEY),
     ("basic header", "req.headers['Authorization'] = 'Basic {v}'", KEY),
     ("environ setdefault", 'os.environ.setdefault("DB_PASSWORD", "{v}")', PASSWORD),
     ("environ item", 'os.environ["API_TOKEN"] = "{v}"', KEY),
