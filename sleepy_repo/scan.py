@@ -28,6 +28,28 @@ from sleepy_repo.parse.languages import language_for_path
 log = logging.getLogger(__name__)
 
 ALWAYS_IGNORED = (".sleepy/", ".git/")
+#: where tests live (gitignore-style): retrieval ranks them behind the code they test, and
+#: ``bench mine`` leaves them out of a case's gold files
+TEST_GLOBS: tuple[str, ...] = (
+    "test/",
+    "tests/",
+    "testing/",
+    "__tests__/",
+    "testdata/",
+    "test_*.py",
+    "*_test.py",
+    "conftest.py",
+    "*.test.*",
+    "*.spec.*",
+    "*_test.go",
+    "*_test.rs",
+)
+_TESTS = pathspec.GitIgnoreSpec.from_lines(TEST_GLOBS)
+
+
+def is_test(path: str) -> bool:
+    """Whether the repo-relative ``path`` is a test (``TEST_GLOBS``)."""
+    return _TESTS.match_file(path)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from sleepy_repo import api, retrieve
 from sleepy_repo.retrieve import Chunk, file_evidence
+
+from helpers import CLI, git
 
 
 def _chunk(i: int, path: str, score: float) -> Chunk:
@@ -29,3 +34,48 @@ def test_ties_keep_the_order_of_each_files_best_chunk() -> None:
     chunks = [_chunk(1, "b.py", 2.0), _chunk(2, "a.py", 2.0), _chunk(3, "c.py", 1.0)]
     assert file_evidence(chunks) == ["b.py", "a.py", "c.py"]
     assert file_evidence([]) == []
+
+
+def _hooks_repo(tmp_path: Path) -> Path:
+    """A source module with a retry hook and a test that says every word of the question
+    more often than the code does."""
+    repo = tmp_path / "hooks"
+    (repo / "src").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "src" / "client.py").write_text(
+        "def run_hooks(hooks, request):\n"
+        '    """Call each before-request hook with the request and the retry count."""\n'
+        "    for hook in hooks:\n"
+        "        hook(request)\n"
+    )
+    (repo / "tests" / "test_client.py").write_text(
+        "from src.client import run_hooks\n\n\n"
+        "def test_before_request_hook_gets_the_retry_count():\n"
+        '    """Every before-request hook gets the retry count of the request."""\n'
+        "    seen = []\n"
+        "    run_hooks([seen.append], 'request retry count hook')\n"
+        "    assert seen == ['request retry count hook']\n"
+    )
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "hooks")
+    return repo
+
+
+def _files(cli: CLI, repo: Path, question: str, *args: str) -> list[str]:
+    ctx = cli.json("context", question, "--budget", "600", *args, repo=repo)
+    return list(dict.fromkeys(i["path"] for i in ctx["items"]))
+
+
+def test_tests_rank_behind_the_code_unless_the_question_names_tests(
+    tmp_path: Path, cli: CLI
+) -> None:
+    repo = _hooks_repo(tmp_path)
+    cli.run("refresh", repo=repo)
+    question = "before request hook retry count"
+    assert _files(cli, repo, question)[0] == "src/client.py"
+    assert _files(cli, repo, question + " tests")[0] == "tests/test_client.py"
+    # without the prior the test wins: the prior, not the wording, put the code first
+    with api.open_repo(repo).store.read() as conn:
+        plain = retrieve.rank(conn, question, off=frozenset({"test-prior"}))
+        assert plain.files[0][0] == "tests/test_client.py"

@@ -59,21 +59,9 @@ import pathspec
 
 from sleepy_repo.errors import RepoError, SleepyError
 from sleepy_repo.parse.languages import language_for_path
+from sleepy_repo.scan import TEST_GLOBS
 
-DEFAULT_TEST_GLOBS: tuple[str, ...] = (
-    "test/",
-    "tests/",
-    "testing/",
-    "__tests__/",
-    "testdata/",
-    "test_*.py",
-    "*_test.py",
-    "conftest.py",
-    "*.test.*",
-    "*.spec.*",
-    "*_test.go",
-    "*_test.rs",
-)
+DEFAULT_TEST_GLOBS: tuple[str, ...] = TEST_GLOBS
 
 _VERSION = r"v?\d+\.\d+(?:\.\d+)*\S*"
 #: Keyword rules on the subject line; a match rejects the commit with the rule's name.
