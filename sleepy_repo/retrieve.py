@@ -40,7 +40,7 @@ from sleepy_repo import embed
 from sleepy_repo.embed import Embedder
 from sleepy_repo.notes import Citation, NoteItem
 from sleepy_repo.redact import DenyList, redact_text
-from sleepy_repo.scan import is_test
+from sleepy_repo.scan import is_example, is_test
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
 from sleepy_repo.tokens import count_tokens
 from sleepy_repo.units import Unit, best_window, bm25, pieces, units_of
@@ -56,7 +56,7 @@ FUSION_WEIGHTS: dict[str, float] = {
     "history": 0.5,
     "embed": 1.0,
 }
-TEST_PRIOR = 0.5  # a test file's fused score is multiplied by this (``_behind_code``)
+USAGE_PRIOR = 0.5  # a test's or an example's fused score is multiplied by this (``_behind_code``)
 GRAPH_WEIGHT = 0.25  # chosen by a sweep on click, httpx and cobra localization (README)
 GRAPH_TOP = 10
 FILE_CHUNKS = 3  # a file's best chunks that make its score (``file_evidence``)
@@ -414,20 +414,24 @@ def fuse(lists: dict[str, list[str]], weights: dict[str, float] | None = None) -
     return scores
 
 
-# a question that names tests (``which test covers retries``) ranks them like any file
+# a question that names tests (``which test covers retries``) ranks them like any file,
+# and one that names examples, benchmarks or docs ranks those like any file
 _ASKS_TESTS = re.compile(r"(?i)\b(?:tests?|testing|specs?)\b")
+_ASKS_EXAMPLES = re.compile(r"(?i)\b(?:examples?|samples?|bench(?:mark)?s?|docs?)\b")
 
 
-def _behind_code(scores: dict[str, float], question: str, prior: float = TEST_PRIOR) -> None:
-    """Rank test files behind the code they test: a question about behaviour ("add a retry
-    count to the beforeRequest hook") is answered by the code that has it, and a test that
-    mentions every word of the question beat that code on the development repositories
-    (tests were 3 of the top 4 files on ky). Unless the question names tests, a test's
-    score is multiplied by ``prior``."""
-    if prior == 1.0 or _ASKS_TESTS.search(question):
+def _behind_code(scores: dict[str, float], question: str, prior: float = USAGE_PRIOR) -> None:
+    """Rank the code that uses a library (tests, examples, benchmarks) behind the library:
+    a question about behaviour ("add a retry count to the beforeRequest hook") is answered
+    by the code that has it, and a test or an example that repeats every word of the
+    question beat that code on the development repositories (tests were 3 of the top 4
+    files on ky). Unless the question names them, a test's or an example's score is
+    multiplied by ``prior``."""
+    if prior == 1.0:
         return
+    tests, examples = not _ASKS_TESTS.search(question), not _ASKS_EXAMPLES.search(question)
     for path in scores:
-        if is_test(path):
+        if (tests and is_test(path)) or (examples and is_example(path)):
             scores[path] *= prior
 
 
@@ -476,10 +480,10 @@ def rank(
 ) -> Ranking:
     """Files and units for ``question``; ``off`` names signals left out (the bench's
     ablation rows: ``history``, ``notes``, ``symbols``, ``paths``, ``graph``, ``embed``,
-    ``test-prior``: tests ranked like code, and ``pieces``: long units ranked whole). ``weights``:
-    the fusion weights (default: those fitted for this repository and adopted, see
-    ``sleepy_repo.tune``, else ``DEFAULT_WEIGHTS``). ``embedder``: the model of the
-    store's semantic index (``sleepy_repo.embed``; None: no semantic signal)."""
+    ``usage-prior``: tests and examples ranked like code, and ``pieces``: long units ranked
+    whole). ``weights``: the fusion weights (default: those fitted for this repository and
+    adopted, see ``sleepy_repo.tune``, else ``DEFAULT_WEIGHTS``). ``embedder``: the model of
+    the store's semantic index (``sleepy_repo.embed``; None: no semantic signal)."""
     if weights is None:
         stored = NoteStore.adopted_weights(conn, DEFAULT_WEIGHTS.digest())
         weights = DEFAULT_WEIGHTS if stored is None else Weights.from_json(stored)
@@ -506,7 +510,7 @@ def rank(
         "history": [h[0] for h in history],
     }
     scores = fuse(lists, weights.files)
-    if "test-prior" not in off:
+    if "usage-prior" not in off:
         _behind_code(scores, question)
     if "graph" not in off:
         _graph_nudge(conn, scores, weights.graph)

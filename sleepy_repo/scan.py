@@ -45,11 +45,29 @@ TEST_GLOBS: tuple[str, ...] = (
     "*_test.rs",
 )
 _TESTS = pathspec.GitIgnoreSpec.from_lines(TEST_GLOBS)
+#: where examples, benchmarks and documentation code live: code that uses the library
+EXAMPLE_GLOBS: tuple[str, ...] = (
+    "examples/",
+    "example/",
+    "samples/",
+    "benches/",
+    "benchmarks/",
+    "bench/",
+    "docs/",
+    "doc/",
+)
+_EXAMPLES = pathspec.GitIgnoreSpec.from_lines(EXAMPLE_GLOBS)
 
 
 def is_test(path: str) -> bool:
     """Whether the repo-relative ``path`` is a test (``TEST_GLOBS``)."""
     return _TESTS.match_file(path)
+
+
+def is_example(path: str) -> bool:
+    """Whether the repo-relative ``path`` is an example, a benchmark or documentation code
+    (``EXAMPLE_GLOBS``) and not a test."""
+    return _EXAMPLES.match_file(path) and not is_test(path)
 
 
 @dataclass(frozen=True)

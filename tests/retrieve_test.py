@@ -56,6 +56,14 @@ def _hooks_repo(tmp_path: Path) -> Path:
         "    run_hooks([seen.append], 'request retry count hook')\n"
         "    assert seen == ['request retry count hook']\n"
     )
+    (repo / "examples").mkdir()
+    (repo / "examples" / "retry_hook.py").write_text(
+        '"""A before-request hook that logs the retry count of every request."""\n'
+        "from src.client import run_hooks\n\n\n"
+        "def log_retry_count(request):\n"
+        '    """Print the retry count of the request before the request hook runs."""\n'
+        "    print('before request hook: retry count', request)\n"
+    )
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "hooks")
@@ -67,7 +75,7 @@ def _files(cli: CLI, repo: Path, question: str, *args: str) -> list[str]:
     return list(dict.fromkeys(i["path"] for i in ctx["items"]))
 
 
-def test_tests_rank_behind_the_code_unless_the_question_names_tests(
+def test_tests_and_examples_rank_behind_the_code_unless_the_question_names_them(
     tmp_path: Path, cli: CLI
 ) -> None:
     repo = _hooks_repo(tmp_path)
@@ -75,7 +83,8 @@ def test_tests_rank_behind_the_code_unless_the_question_names_tests(
     question = "before request hook retry count"
     assert _files(cli, repo, question)[0] == "src/client.py"
     assert _files(cli, repo, question + " tests")[0] == "tests/test_client.py"
-    # without the prior the test wins: the prior, not the wording, put the code first
+    assert _files(cli, repo, question + " example")[0] == "examples/retry_hook.py"
+    # without the prior the code loses: the prior, not the wording, put it first
     with api.open_repo(repo).store.read() as conn:
-        plain = retrieve.rank(conn, question, off=frozenset({"test-prior"}))
-        assert plain.files[0][0] == "tests/test_client.py"
+        plain = retrieve.rank(conn, question, off=frozenset({"usage-prior"}))
+        assert plain.files[0][0] != "src/client.py", plain.files

@@ -463,7 +463,7 @@ REGISTRY: dict[str, Strategy] = {
     "static-no-graph": StaticNotes(frozenset({"graph"})),
     "static-no-pieces": StaticNotes(frozenset({"pieces"})),
     "static-no-embed": StaticNotes(frozenset({"embed"})),
-    "static-no-test-prior": StaticNotes(frozenset({"test-prior"})),
+    "static-no-usage-prior": StaticNotes(frozenset({"usage-prior"})),
     "static-tuned": StaticTuned(),
     "static-paths": StaticPaths(),
     "model": ModelNotes(),
