@@ -46,7 +46,7 @@ CHUNK_LINES = 60
 # bump when the parse of unchanged content changes (queries, symbols): a store indexed by
 # another version parses every module again at its next refresh (2: TypeScript overload
 # signatures and ambient declarations are symbols)
-PARSE_VERSION = 2
+PARSE_VERSION = 3  # 3: a deny-listed module stores no code chunks
 WRITE_CACHE_KIB = -65536  # page cache of a batch write (negative: KiB), for index inserts
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -187,7 +187,9 @@ def _prepare(job: Job) -> Prepared:
         mtime_ns=cand.mtime_ns,
         warning=_warning(content.warning, facts),
         facts=facts,
-        chunks=code_chunks(facts, lines),
+        # a deny-listed module's code is neither searchable nor embedded (its units come
+        # from its chunks), not only never served
+        chunks=[] if denied else code_chunks(facts, lines),
     )
     return Prepared(
         cand,

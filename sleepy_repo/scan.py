@@ -17,6 +17,7 @@ import stat
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pathspec
@@ -59,11 +60,13 @@ EXAMPLE_GLOBS: tuple[str, ...] = (
 _EXAMPLES = pathspec.GitIgnoreSpec.from_lines(EXAMPLE_GLOBS)
 
 
+@lru_cache(maxsize=1 << 16)
 def is_test(path: str) -> bool:
     """Whether the repo-relative ``path`` is a test (``TEST_GLOBS``)."""
     return _TESTS.match_file(path)
 
 
+@lru_cache(maxsize=1 << 16)
 def is_example(path: str) -> bool:
     """Whether the repo-relative ``path`` is an example, a benchmark or documentation code
     (``EXAMPLE_GLOBS``) and not a test."""

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
 from reliability_rpc import Server
 
+from sleepy_repo import api
 from sleepy_repo.redact import _char_classes, _wordy, entropy, redact
 
 from helpers import CLI, EXE, git, trusted_config
@@ -341,3 +342,31 @@ def test_a_module_deny_listed_later_loses_its_signatures_and_docstrings(
     served += cli.run("context", "unlock the vault", "--json", "--budget", "4000", repo=repo).stdout
     assert doc not in served and default not in served
     assert "unlock" in served
+
+
+def test_a_deny_listed_modules_code_is_not_indexed_or_embedded(make_repo: Any, cli: CLI) -> None:
+    """A deny-listed module's code is kept out of the code index and the semantic index, not
+    only out of what is served: a search for a word of its body finds nothing there."""
+    repo = make_repo("shop")
+    word = "zorblax" + _tok(8, string.ascii_lowercase)
+    (repo / "shop" / "credentials.py").write_text(
+        f"def rotate(vault):\n    # {word} rotation\n    return vault.{word}()\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "credentials")
+    cli.run("refresh", repo=repo)
+    with api.open_repo(repo).store.read() as conn:
+        chunks = conn.execute(
+            "SELECT count(*) FROM chunks WHERE path = 'shop/credentials.py'"
+        ).fetchone()[0]
+        found = conn.execute(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (word,)
+        ).fetchone()[0]
+        embedded = conn.execute(  # a row of no vectors says it was looked at
+            "SELECT count(*) FROM embeddings WHERE path = 'shop/credentials.py' "
+            "AND (spans != '[]' OR length(vectors) > 0)"
+        ).fetchone()[0]
+    assert (chunks, found, embedded) == (0, 0, 0)
+    ctx = cli.json("context", f"rotate {word}", repo=repo)
+    assert word not in json.dumps(ctx["items"])
+    assert "rotate" in cli.run("notes", "shop/credentials.py", repo=repo).stdout
