@@ -417,7 +417,7 @@ def fuse(lists: dict[str, list[str]], weights: dict[str, float] | None = None) -
 # a question that names tests (``which test covers retries``) ranks them like any file,
 # and one that names examples, benchmarks or docs ranks those like any file
 _ASKS_TESTS = re.compile(r"(?i)\b(?:tests?|testing|specs?)\b")
-_ASKS_EXAMPLES = re.compile(r"(?i)\b(?:examples?|samples?|bench(?:mark)?s?|docs?)\b")
+_ASKS_EXAMPLES = re.compile(r"(?i)\b(?:examples?|samples?|bench(?:mark)?s?|docs)\b")
 
 
 def _behind_code(scores: dict[str, float], question: str, prior: float = USAGE_PRIOR) -> None:

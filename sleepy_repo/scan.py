@@ -55,8 +55,7 @@ EXAMPLE_GLOBS: tuple[str, ...] = (
     "benchmarks/",
     "bench/",
     "docs/",
-    "doc/",
-)
+)  # not ``doc/``: a library package in Go (spf13/cobra's doc) and Rust (ripgrep's flags/doc)
 _EXAMPLES = pathspec.GitIgnoreSpec.from_lines(EXAMPLE_GLOBS)
 
 
