@@ -50,7 +50,7 @@ from sleepy_repo.precommit import pre_commit as run_pre_commit
 from sleepy_repo.redact import DenyList
 from sleepy_repo.retrieve import Context, context
 from sleepy_repo.retrieve import log_context_hit as log_hit_of_context
-from sleepy_repo.safepath import check_inside
+from sleepy_repo.safepath import check_inside, outside
 from sleepy_repo.scan import find_root
 from sleepy_repo.scheduler import LOCK_NAME
 from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
@@ -82,11 +82,41 @@ class Repo:
             raise RepoError(f"{path} is outside the repository {self.root}") from None
 
 
+# what `git status` must not show of a store in the repository's .sleepy directory
+STORE_GITIGNORE = """\
+# Written by sleepy-repo: the index and its working files stay on this machine.
+# config.toml and notes/ (the notes mirror) are meant to be committed.
+/.gitignore
+/index.db*
+/sleeper.lock
+*.tmp
+"""
+
+
+def ignore_store(root: Path, store_dir: Path) -> bool:
+    """Keep a store in ``<root>/.sleepy`` out of ``git status``, whatever opened it (an
+    editor, ``refresh``, the hook): write ``.sleepy/.gitignore`` unless one exists. Never
+    overwrites, never writes through a symlink or outside the repository; True if written."""
+    target = root / CONFIG_DIR / ".gitignore"
+    if store_dir.absolute() != target.parent.absolute() or outside(root, target) is not None:
+        return False
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags, 0o644)  # O_EXCL: an existing file or symlink is left
+    except OSError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(STORE_GITIGNORE)
+    return True
+
+
 def open_repo(path: Path | str | None = None) -> Repo:
     root, is_git = find_root(Path(path) if path is not None else Path.cwd())
     layers = load(root)
     store = NoteStore(layers.config.store_dir(root))
     store.ensure()
+    if is_git:
+        ignore_store(root, store.directory)
     return Repo(root=root, is_git=is_git, config=layers.config, store=store, layers=layers)
 
 
@@ -119,6 +149,8 @@ def init(path: Path | str | None = None, *, rebuild: bool = False) -> dict[str, 
         moved = store.rebuild()
     else:
         store.ensure()
+    if is_git and ignore_store(root, store.directory):
+        created.append(str(root / CONFIG_DIR / ".gitignore"))
     return {
         "schema_version": SCHEMA_VERSION,
         "repo": str(root),
@@ -1029,7 +1061,9 @@ def check_mirrors(repo: Repo, files: Iterable[str], *, all_files: bool = False) 
 
 def import_mirrors(repo: Repo) -> int:
     """Import committed notes (``.sleepy/notes/``) for modules whose current blob they match."""
-    return mirror.import_mirrors(repo.root, repo.store)
+    return mirror.import_mirrors(
+        repo.root, repo.store, denied=DenyList(repo.config.scan.deny).denied
+    )
 
 
 # -- editor (LSP) --------------------------------------------------------------------------

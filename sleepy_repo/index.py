@@ -277,9 +277,9 @@ def update_index(
             bool(stored) and store.get_meta(conn, "parse_version", 1) != PARSE_VERSION
         )
     deny = DenyList(config.scan.deny)
-    if new_deny:
-        # notes of a module that is deny-listed now were written from its full facts (or
-        # its code, by a model): dropped, so its static notes are written again from names
+    if reparse:
+        # notes and vectors of a module that is deny-listed now were written from its full
+        # facts or its code: dropped, so its static notes are written again from names
         with store.write() as conn:
             store.delete_notes(conn, [p for p in stored if deny.denied(p)])
 

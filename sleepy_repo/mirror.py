@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -415,8 +415,14 @@ def import_sets(store: NoteStore, mirror: Mirror, data: bytes) -> int:
     return imported
 
 
-def import_mirrors(root: Path, store: NoteStore, paths: Iterable[str] | None = None) -> int:
-    """Import note sets from mirrors that match indexed modules' current blobs.
+def import_mirrors(
+    root: Path,
+    store: NoteStore,
+    paths: Iterable[str] | None = None,
+    denied: Callable[[str], bool] = lambda _: False,
+) -> int:
+    """Import note sets from mirrors that match indexed modules' current blobs, except of
+    ``denied`` modules (a mirror written before the deny list may hold their docstrings).
 
     A mirror already looked at is skipped while its size, mtime and its module's blob are
     unchanged, so a refresh with nothing new costs one stat per mirror.
@@ -441,7 +447,7 @@ def import_mirrors(root: Path, store: NoteStore, paths: Iterable[str] | None = N
     imported = 0
     changed = False
     for path, blob in modules.items():
-        if wanted is not None and path not in wanted:
+        if (wanted is not None and path not in wanted) or denied(path):
             continue
         try:
             st = (root / mirror_relpath(path)).stat()

@@ -353,7 +353,8 @@ def _ensure_static(
     if why is not None:
         result.notes, result.reason = "skipped", why
         return
-    found = mirror.read(root, path)
+    denied = sources.denied(path)
+    found = None if denied else mirror.read(root, path)  # a mirror of it may hold its code
     if found is not None and found.blob_sha == sha and mirror.import_sets(store, found, data):
         static = StaticBackend()
         with store.read() as conn:
@@ -361,7 +362,7 @@ def _ensure_static(
             if store.has_notes(conn, key, written_only=True):
                 result.notes = "imported"
                 return
-    note_blob(root, store, path, lang, data, StaticBackend(), "-", paths=known)
+    note_blob(root, store, path, lang, data, StaticBackend(), "-", paths=known, denied=denied)
     result.notes = "written"
 
 

@@ -155,8 +155,9 @@ def _wordy(v: str) -> bool:
     """Whether ``v`` reads as words (``access_token``, ``HTTPBasicAuthHandler``): at most one
     of its camel-case or snake-case pieces is shorter than 3 characters. Random letters of
     mixed case break into many short pieces (``kjvAFeKid`` -> kjv, A, Fe, Kid), so a quoted
-    key of letters only is not taken for an identifier (1 in 270 random 32-letter keys has
-    no digit; of those, about 1 in 270 still reads as words)."""
+    key of letters only is not taken for an identifier (1 in 270 random 32-character
+    alphanumeric keys has no digit; of those letters-only keys, about 1 in 270 still reads
+    as words, and 1 in 28 of 20 characters)."""
     return sum(1 for w in _WORD.findall(v) if len(w) <= 2) <= 1
 
 
@@ -363,7 +364,7 @@ def redact(text: str) -> Redaction:
         value = m.group(group)
         if "f" in (m.group("prefix") or "").lower() and "{" in value:  # an f-string: code
             return m.group(0)
-        if m.group("comma") is not None and (group == "bare" or _plain(value)):
+        if m.group("comma") is not None and (group == "bare" or (_plain(value) and _wordy(value))):
             return m.group(0)  # ("password", "username"), ("--password", prompt=True)
         if not looks_secret(m.group("name"), value, quoted=group != "bare"):
             return m.group(0)

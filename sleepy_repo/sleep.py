@@ -33,6 +33,7 @@ from sleepy_repo.index import (
     go_module_path,
     imported_paths,
     in_workers,
+    names_only,
 )
 from sleepy_repo.jobs import (
     BatchBackend,
@@ -698,15 +699,19 @@ def note_blob(
     effort: str,
     *,
     paths: frozenset[str] | None = None,
+    denied: bool = False,
 ) -> ModuleNotes:
     """Write notes for the blob of ``data`` at ``path``, which need not be in the index (the
     pre-commit hook notes the *staged* content, which may differ from the work tree).
 
     The graph context (imports, importers, callers) comes from the store; imports are
-    resolved against ``paths`` (default: the indexed modules).
+    resolved against ``paths`` (default: the indexed modules). A ``denied`` module's notes
+    are written from its symbols' names only, as the index stores it.
     """
     blob = blob_sha(data)
     facts = parse_module(path, data, lang)
+    if denied:
+        facts = names_only(facts)
     lines = source_lines(data.decode("utf-8", "replace"))
     with store.read() as conn:
         known = paths

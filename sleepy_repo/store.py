@@ -688,8 +688,10 @@ class NoteStore:
 
     @staticmethod
     def delete_notes(conn: sqlite3.Connection, paths: Iterable[str]) -> None:
-        """Every note of ``paths``, of every backend (and their payoff rows: ids are reused)."""
+        """Every note and every vector of ``paths``, of every backend and model (and their
+        payoff rows: ids are reused): what was written from a module's code."""
         for path in paths:
+            conn.execute("DELETE FROM embeddings WHERE path = ?", (path,))
             conn.execute(
                 "DELETE FROM payoff WHERE note_id IN (SELECT id FROM notes WHERE path = ?)",
                 (path,),

@@ -67,6 +67,7 @@ FORMS: list[tuple[str, str, st.SearchStrategy[str]]] = [
     ("environ setdefault", 'os.environ.setdefault("DB_PASSWORD", "{v}")', PASSWORD),
     ("environ item", 'os.environ["API_TOKEN"] = "{v}"', KEY),
     ("getenv default", 'token = os.getenv("GITHUB_TOKEN", "{v}")', KEY),
+    ("letters-only getenv default", 'os.getenv("SECRET_KEY", "{v}")', LETTER_KEY),
     ("auth tuple", 'requests.get(url, auth=("admin", "{v}"))', PASSWORD),
     ("basic auth call", 'HTTPBasicAuth("admin", "{v}")', PASSWORD),
     ("name db_pass", 'db_pass = "{v}"', PASSWORD),
@@ -370,3 +371,33 @@ def test_a_deny_listed_modules_code_is_not_indexed_or_embedded(make_repo: Any, c
     ctx = cli.json("context", f"rotate {word}", repo=repo)
     assert word not in json.dumps(ctx["items"])
     assert "rotate" in cli.run("notes", "shop/credentials.py", repo=repo).stdout
+
+
+def test_the_hook_and_the_mirror_never_bring_a_deny_listed_modules_docstrings_back(
+    make_repo: Any, cli: CLI
+) -> None:
+    """The pre-commit hook notes a staged deny-listed module from its names only, and a
+    mirror committed before the file was deny-listed is not imported (found by review)."""
+    repo = make_repo("shop")
+    doc, default = "VAULTDOC" + _tok(12), _password()
+    vault = repo / "shop" / "vault.py"
+    vault.write_text(f'def unlock(user, pw="{default}"):\n    """Open it ({doc})."""\n')
+    trusted_config(repo, "[notes]\ncommit = true\n")
+    cli.run("refresh", repo=repo)
+    git(repo, "add", "-A")
+    cli.run("hook", "pre-commit", "shop/vault.py", repo=repo)  # writes the mirror
+    assert doc in (repo / ".sleepy" / "notes" / "shop" / "vault.py.md").read_text()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "vault and its mirror, written before the deny list")
+
+    config = (repo / ".sleepy" / "config.toml").read_text()
+    trusted_config(repo, config + '[scan]\ndeny = ["shop/vault.py"]\n')
+    cli.run("refresh", repo=repo)
+    assert doc not in cli.run("notes", "shop/vault.py", "--json", repo=repo).stdout
+    vault.write_text(vault.read_text() + "\n\ndef lock(user):\n    return user\n")
+    git(repo, "add", "shop/vault.py")
+    cli.run("hook", "pre-commit", "shop/vault.py", repo=repo)
+    cli.run("refresh", repo=repo)
+    served = cli.run("notes", "shop/vault.py", "--json", repo=repo).stdout
+    assert doc not in served and default not in served
+    assert "unlock" in served and "lock" in served
