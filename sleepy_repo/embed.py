@@ -296,8 +296,8 @@ def update_embeddings(
 # -- question time ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Index:
-    """Every current module's unit vectors, as one matrix (rows in module order, and in line
-    order within a module: a module's pieces never overlap)."""
+    """Every current module's unit vectors, as one matrix (modules in path order, and rows
+    in line order within a module: a module's pieces never overlap)."""
 
     paths: list[str]  # the modules, in row order
     first_rows: list[int]  # per module: its first row (rows [first_rows[k], first_rows[k+1]))
@@ -314,8 +314,9 @@ class Index:
         import numpy as np
 
         best = np.maximum.reduceat(sims, np.asarray(self.first_rows))
-        order = sorted(range(len(self.paths)), key=lambda k: (-float(best[k]), self.paths[k]))
-        return [self.paths[k] for k in order[:top]]
+        # best first, ties by path: a stable sort of modules kept in path order
+        order = np.argsort(-best, kind="stable")[:top]
+        return [self.paths[k] for k in order]
 
     def unit_similarity(self, sims: Matrix, unit: Unit) -> float:
         """The best similarity of the embedded pieces overlapping ``unit`` (-1: none)."""
@@ -339,7 +340,7 @@ def index(conn: sqlite3.Connection, model: str) -> Index | None:
     import numpy as np
 
     db = NoteStore.database_file(conn)
-    signature = NoteStore.embeddings_signature(conn, model)
+    signature = NoteStore.generation(conn, "modules", "embeddings")
     cached = _CACHE.get((db, model))
     if cached is not None and cached[0] == signature:
         return cached[1]

@@ -38,7 +38,7 @@ from sleepy_repo.units import SymbolSpan
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
@@ -235,6 +235,24 @@ CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(
   vectors BLOB NOT NULL, seconds REAL NOT NULL, PRIMARY KEY(path, model)
 )
 """,
+    # change counters, so a long-lived process can tell in one read whether what it cached
+    # of the store still holds: 'modules' moves when a module is added, removed or replaced
+    # (its code, symbols and chunks are rewritten with it), 'embeddings' when a vector row
+    # changes, and 'store' is drawn at random once, so a rebuilt store never matches a cache
+    12: "CREATE TABLE generations(name TEXT PRIMARY KEY, n INTEGER NOT NULL);\n"
+    "INSERT INTO generations VALUES ('store', abs(random())), ('modules', 0), ('embeddings', 0);\n"
+    + "".join(
+        f"CREATE TRIGGER {table}_gen_{tag} AFTER {event} ON {table} "
+        f"BEGIN UPDATE generations SET n = n + 1 WHERE name = '{table}'; END;\n"
+        for table, tag, event in (
+            ("modules", "ai", "INSERT"),
+            ("modules", "ad", "DELETE"),
+            ("modules", "au", "UPDATE OF path, blob_sha, status"),
+            ("embeddings", "ai", "INSERT"),
+            ("embeddings", "ad", "DELETE"),
+            ("embeddings", "au", "UPDATE"),
+        )
+    ),
 }
 
 
@@ -532,15 +550,12 @@ class NoteStore:
         ).fetchall()
 
     @staticmethod
-    def embeddings_signature(conn: sqlite3.Connection, model: str) -> tuple[object, ...]:
-        """Changes whenever the current vectors of ``model`` may have (a cache key)."""
-        row = conn.execute(
-            "SELECT count(*), total(rowid), max(rowid) FROM embeddings WHERE model = ?", (model,)
-        ).fetchone()
-        mods = conn.execute(
-            "SELECT count(*), max(updated_at), total(rowid) FROM modules"
-        ).fetchone()
-        return (*tuple(row), *tuple(mods))
+    def generation(conn: sqlite3.Connection, *tables: str) -> tuple[int, ...]:
+        """A cache key for what a process derived from ``tables`` (``modules``: every
+        module's code, symbols and chunks; ``embeddings``: the vectors): it changes whenever
+        they may have, and differs between stores (one read of a small table)."""
+        counts = dict(conn.execute("SELECT name, n FROM generations").fetchall())
+        return (counts["store"], *(counts[t] for t in tables))
 
     @staticmethod
     def embeddings_summary(conn: sqlite3.Connection) -> list[tuple[str, int, int, float]]:

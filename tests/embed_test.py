@@ -13,7 +13,7 @@ import pytest
 from sleepy_repo import embed
 from sleepy_repo.errors import ConfigError
 
-from helpers import CLI, git, user_config
+from helpers import CLI, git, undo_schema_12, user_config
 
 pytestmark = pytest.mark.usefixtures("embed_installed")
 
@@ -223,6 +223,7 @@ def test_a_schema_10_store_gains_the_embeddings_table(tmp_path: Path, cli: CLI) 
     repo = _topics(tmp_path)
     cli.run("refresh", repo=repo)
     with closing(sqlite3.connect(repo / ".sleepy" / "index.db")) as conn:
+        undo_schema_12(conn)
         conn.execute("DROP TABLE embeddings")
         conn.execute("PRAGMA user_version = 10")
         conn.commit()

@@ -108,3 +108,11 @@ class CLI:
 
     def json(self, *args: str, repo: Path | None = None) -> Any:
         return json.loads(self.run(*args, "--json", repo=repo).stdout)
+
+
+def undo_schema_12(conn: Any) -> None:
+    """Drop what schema 12 added (the change counters), to fake an older store."""
+    conn.execute("DROP TABLE generations")
+    for table in ("modules", "embeddings"):
+        for event in ("ai", "ad", "au"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_gen_{event}")

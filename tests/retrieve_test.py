@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from sleepy_repo import api, retrieve
 from sleepy_repo.retrieve import Chunk, file_evidence
+from sleepy_repo.store import NoteStore
 
 from helpers import CLI, git
 
@@ -88,3 +91,51 @@ def test_tests_and_examples_rank_behind_the_code_unless_the_question_names_them(
     with api.open_repo(repo).store.read() as conn:
         plain = retrieve.rank(conn, question, off=frozenset({"usage-prior"}))
         assert plain.files[0][0] != "src/client.py", plain.files
+
+
+def test_a_long_lived_process_serves_the_code_of_the_last_refresh(tmp_path: Path) -> None:
+    """The language server and the MCP server keep each module's lines and units, and the
+    semantic index, in memory between questions: after a refresh that rewrites a module,
+    the same process serves the new code, and a rebuilt store never gets the old one."""
+    root = tmp_path / "app"
+    root.mkdir()
+    src = root / "billing.py"
+    src.write_text("def invoice_total(lines):\n    return sum(lines)  # plain sum\n")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    question = "How is the invoice total computed?"
+
+    def served() -> str:
+        ctx = retrieve.context(repo.store, question, 400, embedder=api.embedder(repo))
+        return "\n".join(i.text for i in ctx.items if i.kind == "code")
+
+    assert "plain sum" in served()
+    assert "plain sum" in served()  # from memory the second time
+    with repo.store.read() as conn:
+        before = NoteStore.generation(conn, "modules", "embeddings")
+    src.write_text("def invoice_total(lines):\n    return round(sum(lines), 2)  # rounded\n")
+    api.refresh(repo)
+    with repo.store.read() as conn:
+        after = NoteStore.generation(conn, "modules", "embeddings")
+    assert after[0] == before[0] and after[1] > before[1]
+    code = served()
+    assert "rounded" in code and "plain sum" not in code
+
+    # a touched file (same content, new mtime) keeps what memory holds
+    os.utime(src, ns=(1, 1))
+    api.refresh(repo)
+    with repo.store.read() as conn:
+        assert NoteStore.generation(conn, "modules", "embeddings")[1] == after[1]
+
+    # a new store at the same place, asked first when its modules have changed as often
+    # as the old one's had: another store id, so nothing cached is reused
+    shutil.rmtree(root / ".sleepy")
+    repo = api.open_repo(root)
+    api.refresh(repo)
+    src.write_text("def invoice_total(lines):\n    return sum(lines)  # plain sum again\n")
+    api.refresh(repo)
+    with repo.store.read() as conn:
+        rebuilt = NoteStore.generation(conn, "modules", "embeddings")
+    assert rebuilt[1] == after[1] and rebuilt[0] != after[0]
+    code = served()
+    assert "plain sum again" in code and "rounded" not in code

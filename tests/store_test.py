@@ -232,6 +232,9 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
         m.setattr(store_mod.NoteStore, "history_matches", staticmethod(lambda *a, **k: []))
         m.setattr(store_mod.NoteStore, "adopted_weights", staticmethod(lambda *a, **k: None))
         m.setattr(api, "embedder", lambda repo: None)  # no semantic index either
+        m.setattr(  # nor change counters: a key no migrated store has (its id is >= 0)
+            store_mod.NoteStore, "generation", staticmethod(lambda c, *t: (-1, *(0 for _ in t)))
+        )
         before = answers(old)
     repo = api.open_repo(root)  # migrates
     with repo.store.read() as conn:

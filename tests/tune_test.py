@@ -17,7 +17,7 @@ from sleepy_repo.config import Config
 from sleepy_repo.scheduler import Scheduler
 from sleepy_repo.store import SCHEMA_VERSION
 
-from helpers import CLI, git
+from helpers import CLI, git, undo_schema_12
 
 WORDS = [
     "invoice", "refund", "coupon", "shipping", "warehouse", "ledger", "currency", "payroll",
@@ -254,8 +254,9 @@ def test_a_schema_9_store_gains_the_tuning_table(history_repo: Path, tmp_path: P
     repo = api.open_repo(root)
     api.refresh(repo)
     with closing(sqlite3.connect(repo.store.path)) as conn:
+        undo_schema_12(conn)  # the schemas after it
         conn.execute("DROP TABLE tuning")
-        conn.execute("DROP TABLE embeddings")  # schema 11's, after it
+        conn.execute("DROP TABLE embeddings")
         conn.execute("PRAGMA user_version = 9")
         conn.commit()
     again = api.open_repo(root)
