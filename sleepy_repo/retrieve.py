@@ -30,6 +30,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -538,44 +539,47 @@ def rank(
     return ranking
 
 
-def file_lines(conn: sqlite3.Connection, path: str) -> list[str]:
-    """A module's code, from its stored chunks (lines no chunk holds were blank)."""
-    return list(modules(conn, [path])[path][0])
+ModuleCode = tuple[tuple[str, ...], tuple[Unit, ...]]  # a module's lines and its units
 
-
-@dataclass
-class _ModuleCache:
-    key: tuple[str, tuple[int, ...]]  # the store file and its modules generation
-    modules: OrderedDict[str, tuple[tuple[str, ...], tuple[Unit, ...]]]
-
-
-_MODULES = _ModuleCache(("", ()), OrderedDict())
+# (store file, its modules generation, path) -> the module's code, least recently used first.
+# One lock guards the dict (never held during SQL): the language server asks from several
+# threads, about several workspace folders' stores at once.
+_MODULES: OrderedDict[tuple[str, tuple[int, ...], str], ModuleCode] = OrderedDict()
+_MODULES_LOCK = threading.Lock()
 MODULE_CACHE_SIZE = 256  # modules: a language server asks about the same files again
 
 
-def modules(
-    conn: sqlite3.Connection, paths: list[str]
-) -> dict[str, tuple[tuple[str, ...], tuple[Unit, ...]]]:
-    """Each module's stored lines and its units, cached in the process until the store's
-    modules change (``NoteStore.generation``): rebuilding them took a fifth of a question's
-    time in a language server on the standard library."""
-    key = (NoteStore.database_file(conn), NoteStore.generation(conn, "modules"))
-    if _MODULES.key != key:
-        _MODULES.key, _MODULES.modules = key, OrderedDict()
-    out = {}
-    for path in paths:
-        cached = _MODULES.modules.get(path)
-        if cached is None:
+def modules(conn: sqlite3.Connection, paths: list[str]) -> dict[str, ModuleCode]:
+    """Each module's stored lines and its units, kept in the process until the store's
+    modules change (``NoteStore.generation``): a language server asked about a file again
+    does not rebuild them. The generation and the rows are read in one snapshot."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        base = (NoteStore.database_file(conn), NoteStore.generation(conn, "modules"))
+        out: dict[str, ModuleCode] = {}
+        with _MODULES_LOCK:
+            for path in paths:
+                hit = _MODULES.get((*base, path))
+                if hit is not None:
+                    _MODULES.move_to_end((*base, path))
+                    out[path] = hit
+        missing = [p for p in paths if p not in out]
+        for path in missing:
             lines = NoteStore.module_lines(conn, path)
             spans = NoteStore.symbol_spans(conn, path)
-            cached = (tuple(lines), tuple(units_of(path, spans, lines)))
-            _MODULES.modules[path] = cached
-            if len(_MODULES.modules) > MODULE_CACHE_SIZE:
-                _MODULES.modules.popitem(last=False)
-        else:
-            _MODULES.modules.move_to_end(path)
-        out[path] = cached
-    return out
+            out[path] = (tuple(lines), tuple(units_of(path, spans, lines)))
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    if missing:
+        with _MODULES_LOCK:
+            for path in missing:
+                _MODULES[(*base, path)] = out[path]
+            while len(_MODULES) > MODULE_CACHE_SIZE:
+                _MODULES.popitem(last=False)
+    return {p: out[p] for p in paths}
 
 
 def redacted_lines(lines: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from sleepy_repo import api, retrieve
+from sleepy_repo import api, embed, retrieve
 from sleepy_repo.retrieve import Chunk, file_evidence
 from sleepy_repo.store import NoteStore
 
@@ -93,6 +93,45 @@ def test_tests_and_examples_rank_behind_the_code_unless_the_question_names_them(
         assert plain.files[0][0] != "src/client.py", plain.files
 
 
+def test_threads_asking_two_stores_at_once_each_get_their_own_code(tmp_path: Path) -> None:
+    """The language server asks from several threads, about several workspace folders'
+    stores (the same relative paths in each): the code kept in memory never crosses over."""
+    import sys
+    import threading
+
+    repos = []
+    for name in ("left", "right"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "app.py").write_text(f"def f():\n    return '{name} code'\n")
+        repo = api.open_repo(root)
+        api.refresh(repo)
+        repos.append(repo)
+    wrong: list[str] = []
+
+    def ask(repo: api.Repo, want: str) -> None:
+        with repo.store.read() as conn:
+            for _ in range(3000):
+                got = retrieve.modules(conn, ["app.py"])["app.py"][0][1]
+                if want not in got:
+                    wrong.append(got)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [
+            threading.Thread(target=ask, args=(r, f"{n} code"))
+            for r, n in zip(repos, ("left", "right"), strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
+
+
 def test_a_long_lived_process_serves_the_code_of_the_last_refresh(tmp_path: Path) -> None:
     """The language server and the MCP server keep each module's lines and units, and the
     semantic index, in memory between questions: after a refresh that rewrites a module,
@@ -110,14 +149,21 @@ def test_a_long_lived_process_serves_the_code_of_the_last_refresh(tmp_path: Path
         return "\n".join(i.text for i in ctx.items if i.kind == "code")
 
     assert "plain sum" in served()
-    assert "plain sum" in served()  # from memory the second time
+    assert "plain sum" in served()
+    model = api.embedder(repo)
+    assert model is not None
     with repo.store.read() as conn:
         before = NoteStore.generation(conn, "modules", "embeddings")
+        old_index = embed.index(conn, model.name)
+        assert old_index is not None and embed.index(conn, model.name) is old_index  # kept
+        code = retrieve.modules(conn, ["billing.py"])["billing.py"]
+        assert retrieve.modules(conn, ["billing.py"])["billing.py"] is code  # kept too
     src.write_text("def invoice_total(lines):\n    return round(sum(lines), 2)  # rounded\n")
     api.refresh(repo)
     with repo.store.read() as conn:
         after = NoteStore.generation(conn, "modules", "embeddings")
-    assert after[0] == before[0] and after[1] > before[1]
+        assert embed.index(conn, model.name) is not old_index  # the vectors were rewritten
+    assert after[0] == before[0] and after[1] > before[1] and after[2] > before[2]
     code = served()
     assert "rounded" in code and "plain sum" not in code
 
