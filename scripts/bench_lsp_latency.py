@@ -209,7 +209,8 @@ async def measure(name: str, repo: Path, n: int, seed: int) -> Result:
         hover_ms.append((time.perf_counter() - t) * 1000)
         hits += result is not None
 
-    # every request a new question (a repeat would find its files' code cached)
+    # at the default --n every request is a new question (a repeat would find its files'
+    # code cached); a larger --n asks them again
     questions = QUESTIONS[name]
     await client.protocol.send_request_async("sleepy/context", {"question": "warm up"})
     context_ms: list[float] = []

@@ -238,9 +238,11 @@ CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(
     # change counters, so a long-lived process can tell in one read whether what it cached
     # of the store still holds: 'modules' moves when a module is added, removed or replaced
     # (its code, symbols and chunks are rewritten with it), 'embeddings' when a vector row
-    # changes, and 'store' is drawn at random once, so a rebuilt store never matches a cache
+    # changes, and 'store' is drawn at random once (>= 0; abs() overflows on -2**63), so a
+    # rebuilt store never matches a cache
     12: "CREATE TABLE generations(name TEXT PRIMARY KEY, n INTEGER NOT NULL);\n"
-    "INSERT INTO generations VALUES ('store', abs(random())), ('modules', 0), ('embeddings', 0);\n"
+    "INSERT INTO generations VALUES ('store', random() & 9223372036854775807), "
+    "('modules', 0), ('embeddings', 0);\n"
     + "".join(
         f"CREATE TRIGGER {table}_gen_{tag} AFTER {event} ON {table} "
         f"BEGIN UPDATE generations SET n = n + 1 WHERE name = '{table}'; END;\n"

@@ -507,6 +507,35 @@ async def test_document_activity_is_recorded_but_never_its_content(
         assert unsaved.encode() not in store_file.read_bytes(), store_file
 
 
+async def test_context_serves_the_code_a_refresh_in_another_process_wrote(
+    make_repo: Callable[..., Path], cli: CLI
+) -> None:
+    """The server keeps modules' code in memory between questions; a `sleepy-repo refresh`
+    run in a terminal beside the editor rewrites a module, and the same server serves the
+    new code at once."""
+    repo = make_repo("shop")
+    cli.run("refresh", repo=repo)
+    cart = repo / "shop" / "cart.py"
+    old = "Attach a coupon; it is validated again when the cart is priced."
+    new = old + " Since REFRESHED_5c1e."
+    assert cart.read_text().count(old) == 1
+
+    def code(ctx: Any) -> str:
+        return "\n".join(i["text"] for i in ctx["items"] if i["kind"] == "code")
+
+    question = {"question": "cart quantity coupon", "budget": 600}
+    async with session(repo) as lsp:
+        assert old in code(await request(lsp, "sleepy/context", question))
+        assert old in code(await request(lsp, "sleepy/context", question))  # from memory
+        cart.write_text(cart.read_text().replace(old, new))
+        cli.run("refresh", repo=repo)
+        served = code(await request(lsp, "sleepy/context", question))
+        assert new in served and f'{old}"""' not in served  # the old docstring is gone
+        assert served == code(
+            cli_json(cli, repo, "context", "cart quantity coupon", "--budget", "600")
+        )
+
+
 # -- workspace folders ---------------------------------------------------------------------
 async def test_each_workspace_folder_has_its_own_repo(
     make_repo: Callable[..., Path], cli: CLI
