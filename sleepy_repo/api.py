@@ -35,7 +35,7 @@ from sleepy_repo.config import (
     user_config_path,
 )
 from sleepy_repo.embed import Embedder, update_embeddings
-from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError
+from sleepy_repo.errors import ConfigError, ModelError, RepoError, SleepyError, StoreMissingError
 from sleepy_repo.history import PATHS_SECONDS, REFRESH_SECONDS, update_history
 from sleepy_repo.index import update_index
 from sleepy_repo.models import Backend, StaticBackend, get_backend
@@ -110,14 +110,29 @@ def ignore_store(root: Path, store_dir: Path) -> bool:
     return True
 
 
-def open_repo(path: Path | str | None = None) -> Repo:
+def open_repo(path: Path | str | None = None, *, create: bool = True) -> Repo:
+    """The repository at ``path`` (default: the cwd) and its store, checked and migrated.
+    ``create=False`` (read commands, the MCP server) leaves a missing store missing: reads
+    then say to run ``refresh``, and ``refresh`` creates it."""
     root, is_git = find_root(Path(path) if path is not None else Path.cwd())
     layers = load(root)
-    store = NoteStore(layers.config.store_dir(root))
-    store.ensure()
-    if is_git:
-        ignore_store(root, store.directory)
-    return Repo(root=root, is_git=is_git, config=layers.config, store=store, layers=layers)
+    repo = Repo(
+        root=root,
+        is_git=is_git,
+        config=layers.config,
+        store=NoteStore(layers.config.store_dir(root)),
+        layers=layers,
+    )
+    if create or repo.store.exists():
+        ensure_store(repo)
+    return repo
+
+
+def ensure_store(repo: Repo) -> None:
+    """Create (or check and migrate) the store, kept out of ``git status``."""
+    repo.store.ensure()
+    if repo.is_git:
+        ignore_store(repo.root, repo.store.directory)
 
 
 # -- init ----------------------------------------------------------------------------------
@@ -213,6 +228,7 @@ def refresh(
 
     ``dry_run``: model work is only priced (``plan`` in the result): no model call is made
     and no key is needed. Indexing and static notes, which cost nothing, run as usual."""
+    ensure_store(repo)  # a repo opened by a read-only shell (MCP) gets its store here
     only = {repo.relpath(p) for p in paths} if paths else None
     chosen = backend or repo.config.notes.backend
     effort = effort or repo.config.notes.effort
@@ -844,11 +860,12 @@ def get_context(
         raise SleepyError("the question is empty")
     budget = check_budget(budget)
     budget = budget if budget is not None else repo.config.retrieve.budget
+    no_index = f"{repo.root} has no index yet: run `sleepy-repo refresh --repo {repo.root}`"
+    if not repo.store.exists():
+        raise StoreMissingError(no_index)
     with repo.store.read() as conn:
         if repo.store.get_meta(conn, "last_scan") is None:
-            raise SleepyError(
-                f"{repo.root} has no index yet: run `sleepy-repo refresh --repo {repo.root}`"
-            )
+            raise StoreMissingError(no_index)
     deny = DenyList(repo.config.scan.deny)
     return context(
         repo.store, question, budget, log_source=source, deny=deny, embedder=embedder(repo)
@@ -1248,8 +1265,7 @@ def _editor_item(row: Any, note_set: Any) -> EditorItem:
 
 def record_hover_hit(repo: Repo, query: str, paths: list[str]) -> None:
     """Log a hover that served notes as a query hit (the planner reads hits)."""
-    with repo.store.write() as conn:
-        repo.store.log_hit(conn, "hover", query, paths)
+    repo.store.record_hit("hover", query, paths)
 
 
 def code_lenses(repo: Repo, path: str, backend: str | None = None) -> list[Lens]:

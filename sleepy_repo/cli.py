@@ -8,8 +8,10 @@ says what to do), 130 interrupted, 3 a bug (with a traceback in the log).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +26,30 @@ from sleepy_repo.config import BACKENDS, EFFORTS
 from sleepy_repo.errors import SleepyError
 
 log = logging.getLogger("sleepy_repo")
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True, markup=False)
+
+# C0 controls but newline and tab, DEL and C1: a file name or a docstring that carries ESC
+# sequences must not recolour, retitle or rewrite the user's terminal (rich passes ESC on)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def name(text: str) -> str:
+    """A path or name from the repository, on one line: newlines escaped too."""
+    return _visible(text).replace("\n", "\\n")
+
+
+class _Console(Console):
+    """Human output: control characters in what it prints are shown escaped."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(_visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
+out = _Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_json(data: Any) -> None:
@@ -116,7 +140,7 @@ def cmd_refresh(
     for w in result["warnings"]:
         err.print(f"warning: {w}", style="yellow", markup=False)
     for s in result["skipped"]:
-        err.print(f"skipped {s['path']}: {s['reason']}", style="yellow", markup=False)
+        err.print(f"skipped {name(s['path'])}: {s['reason']}", style="yellow", markup=False)
     for sub in result["submodules"]:
         err.print(f"skipped submodule {sub}", style="yellow", markup=False)
     notes = ", ".join(
@@ -184,7 +208,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
 
 
 def cmd_status(repo: str | None, as_json: bool) -> int:
-    s = api.status(api.open_repo(repo))
+    s = api.status(api.open_repo(repo, create=False))
     if as_json:
         _print_json(s)
         return 0
@@ -257,7 +281,7 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
         f"{len(pay['never_paid_off'])} modules' model notes never served"
     )
     for sk in s["skipped"]:
-        out.print(f"  skipped {sk['path']}: {sk['reason']}")
+        out.print(f"  skipped {name(sk['path'])}: {sk['reason']}")
     return 0
 
 
@@ -275,14 +299,14 @@ def cmd_tune(repo: str | None, cases: int | None, as_json: bool) -> int:
 
 
 def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
-    n = api.module_notes(api.open_repo(repo), path)
+    n = api.module_notes(api.open_repo(repo, create=False), path)
     if as_json:
         _print_json(n)
         return 0
     if n["status"] == "overview":
         out.print(f"# repo overview note ({len(n['notes'])} note sets)")
     else:
-        out.print(f"# {n['path']} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
+        out.print(f"# {name(n['path'])} ({n['lang']}, blob {str(n['blob_sha'])[:12]})")
     if n["status"] not in ("indexed", "overview"):
         out.print(f"skipped: {n['reason']}")
     sem = n.get("semantic_index") or {}
@@ -305,7 +329,7 @@ def cmd_notes(repo: str | None, path: str, as_json: bool) -> int:
 
 
 def cmd_context(repo: str | None, question: str, budget: int | None, as_json: bool) -> int:
-    ctx = api.get_context(api.open_repo(repo), question, budget)
+    ctx = api.get_context(api.open_repo(repo, create=False), question, budget)
     if as_json:
         _print_json(ctx.to_json())
         return 0
@@ -378,7 +402,7 @@ def cmd_watch(
 def cmd_ask(
     repo: str | None, question: str, budget: int | None, backend: str | None, as_json: bool
 ) -> int:
-    result = api.ask(api.open_repo(repo), question, budget, backend=backend)
+    result = api.ask(api.open_repo(repo, create=False), question, budget, backend=backend)
     if as_json:
         _print_json(result)
         return 0
@@ -605,6 +629,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            log.exception("unexpected error (a bug in sleepy-repo; please report it)")
+            return 3
+        where = exc.filename or "the store"
+        what = "disk full" if exc.errno != errno.EROFS else "read-only file system"
+        err.print(f"error: {what} at {where}: {exc.strerror}", style="red", markup=False)
+        return 2
     except Exception:
         log.exception("unexpected error (a bug in sleepy-repo; please report it)")
         return 3

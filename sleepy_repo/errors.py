@@ -4,7 +4,10 @@
     ├── ConfigError             .sleepy/config.toml has an unknown key, a wrong type or bad TOML
     ├── RepoError               the path is not a usable repository or directory
     ├── StoreError              the note store cannot be opened or written
-    │   └── StoreCorruptError   index.db is corrupt, foreign or from a newer version
+    │   ├── StoreMissingError   no index.db yet (read commands never create one)
+    │   ├── StoreCorruptError   index.db is corrupt, foreign or from a newer version
+    │   ├── StoreFullError      the disk is full (the unfinished write was rolled back)
+    │   └── StoreReadOnlyError  a write to a store this process may only read
     ├── BudgetError             a model call would exceed the configured budget
     └── ModelError              a model backend failed for one module
         ├── ModelUnavailableError   the API stayed unreachable, overloaded or rate-limited
@@ -43,7 +46,19 @@ class StoreError(SleepyError):
     pass
 
 
+class StoreMissingError(StoreError):
+    pass
+
+
 class StoreCorruptError(StoreError):
+    pass
+
+
+class StoreFullError(StoreError):
+    pass
+
+
+class StoreReadOnlyError(StoreError):
     pass
 
 

@@ -412,4 +412,4 @@ def build_server(repo: api.Repo) -> MCPServer:
 
 def serve(repo_path: str | None) -> None:
     """Run the server on stdio until the client disconnects."""
-    build_server(api.open_repo(repo_path)).run()
+    build_server(api.open_repo(repo_path, create=False)).run()

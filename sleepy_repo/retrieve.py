@@ -925,5 +925,4 @@ def log_context_hit(store: NoteStore, ctx: Context, source: str) -> None:
     served: dict[str, int] = defaultdict(int)
     for item in ctx.items:
         served[item.path] += count_tokens(item.render())
-    with store.write() as conn:
-        store.log_hit(conn, source, ctx.question, ctx.files(), dict(served))
+    store.record_hit(source, ctx.question, ctx.files(), dict(served))

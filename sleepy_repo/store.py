@@ -30,7 +30,13 @@ from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
-from sleepy_repo.errors import StoreCorruptError, StoreError
+from sleepy_repo.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreMissingError,
+    StoreReadOnlyError,
+)
 from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
 from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 from sleepy_repo.units import SymbolSpan
@@ -287,13 +293,62 @@ class ModuleRow:
     line_count: int | None
 
 
+# SQLite's primary result codes (``exc.sqlite_errorcode & 0xFF``) that are faults of the
+# file or the disk, not of sleepy-repo: each becomes an error that says what to do
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_FULL = {sqlite3.SQLITE_FULL}
+_READONLY = {sqlite3.SQLITE_READONLY}
+_CANTOPEN = {sqlite3.SQLITE_CANTOPEN}
+_IOERR = {sqlite3.SQLITE_IOERR}
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        return os.statvfs(directory).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.create_function("fts_text", 1, fts_text, deterministic=True)
+    try:
+        return _open(path, immutable=False)  # its first statement opens the WAL index
+    except sqlite3.OperationalError as exc:
+        # a store in a directory this process cannot write: SQLite cannot create the WAL
+        # index (-shm) beside it. When no -wal is left there, the last writer checkpointed
+        # everything into the file, so reading it as immutable is exact
+        # (or on a full disk, where creating it fails as an I/O error)
+        wal = path.with_name(path.name + "-wal")
+        code = _code(exc)
+        unwritable = code in _CANTOPEN | _READONLY and not os.access(path.parent, os.W_OK)
+        if not (unwritable or (code in _IOERR and _disk_full(path.parent))):
+            raise
+        if wal.exists() and wal.stat().st_size:
+            raise StoreReadOnlyError(
+                f"{path.parent} is read-only and holds an unfinished write-ahead log; "
+                "make it writable once so SQLite can fold the log into the store"
+            ) from None
+        return _open(path, immutable=True)
+
+
+def _open(path: Path, *, immutable: bool) -> sqlite3.Connection:
+    if immutable:
+        uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.create_function("fts_text", 1, fts_text, deterministic=True)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -303,9 +358,17 @@ class NoteStore:
         self.path = directory / DB_NAME
 
     # -- lifecycle -------------------------------------------------------------------
+    def exists(self) -> bool:
+        """A store is there: a 0-byte ``index.db`` (SQLite leaves one when a process opens
+        a missing path; no store of ours is ever empty) counts as absent."""
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
     def ensure(self) -> None:
         """Create the store if missing, check and migrate it otherwise."""
-        if not self.path.exists():
+        if not self.exists():
             self._create()
             return
         self._check_and_migrate()
@@ -330,7 +393,10 @@ class NoteStore:
             try:
                 os.link(tmp, self.path)
             except FileExistsError:  # another process won the race; keep theirs
-                return
+                if self.exists():
+                    return
+                os.replace(tmp, self.path)  # ...unless it is an empty leftover
+                tmp = ""
             except OSError:  # no hard links on this file system
                 if self.path.exists():
                     return
@@ -370,6 +436,8 @@ class NoteStore:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            if _code(exc) not in _CORRUPT:
+                raise self.fault(exc) from None
             raise StoreCorruptError(
                 f"{self.path} cannot be read as a SQLite database ({exc}); {self._rebuild_hint()}"
             ) from None
@@ -414,14 +482,60 @@ class NoteStore:
     # -- connections -----------------------------------------------------------------
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for the body; SQLite's reports of a bad file or a full disk leave
+        it as the ``StoreError`` that says what to do (``fault``). Never creates a store."""
+        if not self.exists():
+            raise StoreMissingError(
+                f"no store at {self.path} yet: run `sleepy-repo refresh` to build one"
+            )
         try:
             conn = _connect(self.path)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from None
+            raise self.fault(exc) from None
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:
+            error = self.fault(exc)
+            if error is exc:
+                raise
+            raise error from None
         finally:
             conn.close()
+
+    def fault(self, exc: sqlite3.DatabaseError) -> Exception:
+        """The error to raise for ``exc``: a corrupt file (confirmed by ``PRAGMA
+        quick_check``, run only now, after SQLite reported it), a full disk or a read-only
+        store get their own message; anything else (a bug, a lock) is ``exc`` itself."""
+        code = _code(exc)
+        # a full disk also shows as an I/O error (the WAL index cannot be created) or as a
+        # write to the read-only connection ``_connect`` falls back to there
+        if code in _FULL or (code in _IOERR | _READONLY and _disk_full(self.directory)):
+            return StoreFullError(
+                f"disk full at {self.directory}: free some space and run the command again "
+                "(the store is intact: the unfinished write was rolled back)"
+            )
+        if code in _READONLY:
+            return StoreReadOnlyError(
+                f"{self.path} is read-only: this command writes to the store; make "
+                f"{self.directory} writable (status, notes and context still work)"
+            )
+        if code in _CANTOPEN | _IOERR:
+            return StoreError(f"cannot use {self.path} ({exc}); check the disk and its permissions")
+        if code not in _CORRUPT:
+            return exc
+        return StoreCorruptError(
+            f"{self.path} is damaged ({self._damage(exc)}); {self._rebuild_hint()}"
+        )
+
+    def _damage(self, exc: sqlite3.DatabaseError) -> str:
+        """The first problem ``PRAGMA quick_check`` finds, or SQLite's own report."""
+        try:
+            with closing(_connect(self.path)) as conn:
+                rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as again:
+            return str(again)
+        problems = [r for r in rows if r != "ok"]
+        return f"quick_check: {problems[0]}" if problems else str(exc)
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -914,6 +1028,21 @@ class NoteStore:
                 json.dumps(detail) if detail else None,
             ),
         )
+
+    def record_hit(
+        self,
+        source: str,
+        query: str,
+        paths: list[str],
+        served_tokens: dict[str, int] | None = None,
+    ) -> None:
+        """``log_hit`` in its own write, best effort: a question answered from a read-only
+        store or on a full disk is still answered, only not counted."""
+        try:
+            with self.write() as conn:
+                self.log_hit(conn, source, query, paths, served_tokens)
+        except (StoreReadOnlyError, StoreFullError) as exc:
+            log.info("query hit not recorded: %s", exc)
 
     @staticmethod
     def log_hit(

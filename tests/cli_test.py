@@ -309,3 +309,27 @@ def test_context_budgets_are_checked_as_in_every_shell(make_repo, cli) -> None: 
         proc = cli.run("context", "coupon VAT", "--budget", budget, repo=repo, check=False)
         assert proc.returncode == 2 and "from 1 to 32000 tokens" in proc.stderr, proc.stderr
     assert cli.json("context", "coupon VAT", "--budget", "32000", repo=repo)["budget"] == 32000
+
+
+def test_control_characters_in_names_are_shown_escaped(make_repo, cli: CLI) -> None:
+    """A file name or docstring carrying terminal escape sequences cannot recolour or
+    retitle the user's terminal through human output: they are printed escaped."""
+    repo = make_repo("shop")
+    evil = "\x1b]0;pwned\x07\x1b[31mred"
+    (repo / "shop" / f"{evil}.py").write_text(
+        f'def paint_terminal_red():\n    """Paint it {evil} now."""\n    return 1\n'
+    )
+    (repo / "shop" / "line\nbreak.py").write_text("def f():\n    return 1\n")
+    git(repo, "add", "-A")
+    outputs = [
+        cli.run("refresh", repo=repo),
+        cli.run("status", repo=repo),
+        cli.run("context", "paint terminal red", repo=repo),
+        cli.run("notes", f"shop/{evil}.py", repo=repo),
+    ]
+    for proc in outputs:
+        text = proc.stdout + proc.stderr
+        assert "\x1b" not in text and "\x07" not in text, text
+    shown = outputs[2].stdout + outputs[3].stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[31mred" in shown, shown
+    assert "skipped shop/line\\nbreak.py" in outputs[0].stderr, outputs[0].stderr

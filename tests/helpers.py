@@ -45,6 +45,20 @@ def make_unreadable(path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(os, "open", fake_open)
 
 
+def without_dac() -> tuple[str, ...]:
+    """A command prefix that runs as root without the capabilities that let root ignore
+    file permissions (so a chmod is real); () when not root."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        import pytest
+
+        pytest.skip("running as root without setpriv: permissions cannot be made real")
+    caps = "-dac_override,-dac_read_search"
+    return (setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}")
+
+
 def user_config(text: str) -> Path:
     """Write the user's own config (``$XDG_CONFIG_HOME/sleepy-repo/config.toml``, in the
     test's temporary home), where every key is honoured; returns its path."""

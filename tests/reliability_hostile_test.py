@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from sleepy_repo.store import NoteStore
 
-from helpers import EXE, git
+from helpers import EXE, git, without_dac
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-REPO"
 
@@ -151,18 +150,6 @@ def test_file_names_with_newlines_and_invalid_utf8(make_repo) -> None:
     assert NoteStore(repo / ".sleepy").integrity_errors() == []
 
 
-def _without_dac(repo: Path) -> tuple[str, ...]:
-    """Run as root without the capabilities that let root ignore file permissions (the
-    interpreter lives under /root, which ``nobody`` cannot reach)."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permissions cannot be made real")
-    caps = "-dac_override,-dac_read_search"
-    return (setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}")
-
-
 @pytest.mark.parametrize("tracked", [True, False], ids=["tracked", "untracked"])
 def test_an_unreadable_directory_and_file(make_repo, tracked: bool) -> None:
     repo = make_repo("shop")
@@ -172,7 +159,7 @@ def test_an_unreadable_directory_and_file(make_repo, tracked: bool) -> None:
     (repo / "shop" / "noread.py").write_text("def noread():\n    return 1\n")
     if tracked:
         git(repo, "add", "-A")
-    prefix = _without_dac(repo)
+    prefix = without_dac()
     os.chmod(locked, 0)
     os.chmod(repo / "shop" / "noread.py", 0)
     try:
@@ -194,7 +181,7 @@ def test_plain_directory_with_an_unreadable_subdirectory(tmp_path: Path) -> None
     (repo / "locked").mkdir(parents=True)
     (repo / "a.py").write_text("def a():\n    return 1\n")
     (repo / "locked" / "b.py").write_text("def b():\n    return 1\n")
-    prefix = _without_dac(repo)
+    prefix = without_dac()
     os.chmod(repo / "locked", 0)
     try:
         proc = run("refresh", "--json", repo=repo, prefix=prefix)
