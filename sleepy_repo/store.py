@@ -320,11 +320,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         # a store in a directory this process cannot write: SQLite cannot create the WAL
         # index (-shm) beside it. When no -wal is left there, the last writer checkpointed
         # everything into the file, so reading it as immutable is exact
-        # (or on a full disk, where creating it fails as an I/O error)
         wal = path.with_name(path.name + "-wal")
         code = _code(exc)
         unwritable = code in _CANTOPEN | _READONLY and not os.access(path.parent, os.W_OK)
-        if not (unwritable or (code in _IOERR and _disk_full(path.parent))):
+        if not unwritable:  # live writers may be checkpointing: never immutable then
             raise
         if wal.exists() and wal.stat().st_size:
             raise StoreReadOnlyError(
@@ -554,7 +553,8 @@ class NoteStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL has already rolled it back
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
