@@ -300,6 +300,8 @@ _FULL = {sqlite3.SQLITE_FULL}
 _READONLY = {sqlite3.SQLITE_READONLY}
 _CANTOPEN = {sqlite3.SQLITE_CANTOPEN}
 _IOERR = {sqlite3.SQLITE_IOERR}
+_NOT_DAMAGE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT}
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
 
 def _disk_full(directory: Path) -> bool:
@@ -435,11 +437,10 @@ class NoteStore:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            if _code(exc) not in _CORRUPT:
-                raise self.fault(exc) from None
-            raise StoreCorruptError(
-                f"{self.path} cannot be read as a SQLite database ({exc}); {self._rebuild_hint()}"
-            ) from None
+            error = self.fault(exc)
+            if error is exc:
+                raise
+            raise error from None
 
     def rebuild(self) -> Path | None:
         """Move a broken store aside (``index.db.broken-<ts>``) and create a new one."""
@@ -514,27 +515,32 @@ class NoteStore:
                 "(the store is intact: the unfinished write was rolled back)"
             )
         if code in _READONLY:
+            unwritable = self.directory if not os.access(self.directory, os.W_OK) else self.path
             return StoreReadOnlyError(
                 f"{self.path} is read-only: this command writes to the store; make "
-                f"{self.directory} writable (status, notes and context still work)"
+                f"{unwritable} writable (status, notes and context still work)"
             )
         if code in _CANTOPEN | _IOERR:
             return StoreError(f"cannot use {self.path} ({exc}); check the disk and its permissions")
-        if code not in _CORRUPT:
+        if code in _NOT_DAMAGE or isinstance(exc, _BUGS):
+            return exc  # a lock held too long, or a bug: the traceback is the report
+        # damage shows up as CORRUPT/NOTADB, but also as e.g. "vtable constructor failed"
+        damage = self._damage()
+        if damage is None and code not in _CORRUPT:
             return exc
         return StoreCorruptError(
-            f"{self.path} is damaged ({self._damage(exc)}); {self._rebuild_hint()}"
+            f"{self.path} is damaged ({damage or exc}); {self._rebuild_hint()}"
         )
 
-    def _damage(self, exc: sqlite3.DatabaseError) -> str:
-        """The first problem ``PRAGMA quick_check`` finds, or SQLite's own report."""
+    def _damage(self) -> str | None:
+        """The first problem ``PRAGMA quick_check`` finds (None: none found)."""
         try:
             with closing(_connect(self.path)) as conn:
                 rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
         except sqlite3.DatabaseError as again:
             return str(again)
-        problems = [r for r in rows if r != "ok"]
-        return f"quick_check: {problems[0]}" if problems else str(exc)
+        lines = [x for r in rows if r != "ok" for x in r.splitlines() if not x.startswith("***")]
+        return f"quick_check: {lines[0]}" if lines else None
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -1041,7 +1047,7 @@ class NoteStore:
         try:
             with self.write() as conn:
                 self.log_hit(conn, source, query, paths, served_tokens)
-        except (StoreReadOnlyError, StoreFullError) as exc:
+        except (StoreError, sqlite3.OperationalError) as exc:  # e.g. read-only, full, busy
             log.info("query hit not recorded: %s", exc)
 
     @staticmethod

@@ -197,3 +197,12 @@ def test_a_read_only_store_answers_reads_and_refuses_writes(make_repo) -> None:
         store.chmod(0o755)
         db.chmod(0o644)
     assert run("refresh", repo=repo).returncode == 0
+
+
+def test_a_damaged_full_text_index_names_the_damage_and_says_rebuild(make_repo) -> None:
+    repo = make_repo("shop")
+    assert run("refresh", repo=repo).returncode == 0
+    damage_tables(repo / ".sleepy" / "index.db", "items_fts_data", "chunks_fts_data")
+    err = error_of(run("context", "how is tax computed", repo=repo))
+    assert REBUILD in err and "is damaged (" in err, err
+    assert "***" not in err, err  # quick_check's header line is not the finding
