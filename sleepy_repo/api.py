@@ -22,7 +22,7 @@ from typing import Any
 from sleepy_repo import activity, embed, mirror
 from sleepy_repo import trust as trust_record
 from sleepy_repo.ask import answer as answer_question
-from sleepy_repo.budget import Budget, spent_today
+from sleepy_repo.budget import Budget, held, spent_today
 from sleepy_repo.config import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -54,7 +54,7 @@ from sleepy_repo.safepath import check_inside, outside
 from sleepy_repo.scan import find_root
 from sleepy_repo.scheduler import LOCK_NAME
 from sleepy_repo.sleep import Plan, SleepReport, plan_notes, write_notes
-from sleepy_repo.store import NoteStore, item_from_row
+from sleepy_repo.store import UNKNOWN_REASON, NoteStore, item_from_row
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +474,15 @@ def status(repo: Repo) -> dict[str, Any]:
             "coalesce(sum(cost_usd),0) FROM ledger"
         ).fetchone()
         today_tokens, today_usd = spent_today(conn)
+        unknown = conn.execute(
+            "SELECT count(*), coalesce(sum(input_tokens + output_tokens), 0), "
+            "coalesce(sum(cost_usd), 0) FROM ledger WHERE reason = ?",
+            (UNKNOWN_REASON,),
+        ).fetchone()
+        held_tokens, held_usd = held(conn)
+        reservations = conn.execute(
+            "SELECT count(*) FROM reservations WHERE expires > ?", (time.time(),)
+        ).fetchone()[0]
         dropped = conn.execute(
             "SELECT coalesce(sum(n.dropped_citations),0) FROM notes n JOIN modules m "
             "ON m.path = n.path AND m.blob_sha = n.blob_sha"
@@ -535,11 +544,20 @@ def status(repo: Repo) -> dict[str, Any]:
             "cache_read_tokens": ledger[3],
             "cache_write_tokens": ledger[4],
             "cost_usd": round(ledger[5], 6),
+            # calls in flight when their process died: counted above at their estimate
+            "unknown": {
+                "calls": unknown[0],
+                "tokens": unknown[1],
+                "cost_usd": round(unknown[2], 6),
+            },
         },
         "budget": {
             **dataclasses.asdict(repo.config.budget),
             "today_tokens": today_tokens,
             "today_usd": round(today_usd, 6),
+            "reservations": reservations,
+            "held_tokens": held_tokens,
+            "held_usd": round(held_usd, 6),
         },
         "dropped_citations": {
             "count": dropped,

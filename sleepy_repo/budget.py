@@ -9,8 +9,15 @@ the API bills no more than the estimate, which is conservative by construction).
 
 * per-refresh limits count this run (in memory);
 * daily limits count the ledger since local midnight plus the live reservations of every
-  process (the ``reservations`` table), so a watcher and a CLI refresh share them. A
-  reservation expires, so a killed process cannot hold budget forever.
+  process (the ``reservations`` table), so a watcher and a CLI refresh share them.
+
+Every reservation is a row in ``reservations``, limits or not, naming its process (PID and
+start time, ``sleepy_repo.procs``) and its call (backend, model, path). A process killed
+with calls in flight cannot settle them: the next start (``NoteStore.ensure``), or the next
+daily reservation of any process, finds its reservations, records each as a ledger row of
+reason ``unknown`` at its reserved estimate (the call may have been billed) and releases
+it. So a kill never holds budget, and spending is never under-counted. A reservation also
+expires, for rows whose process cannot be judged.
 
 0 means unlimited. Tokens count input, output, cache-read and cache-write tokens.
 """
@@ -25,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sleepy_repo import procs
 from sleepy_repo.config import BudgetConfig
 from sleepy_repo.models.base import Estimate
 from sleepy_repo.notes import Usage
@@ -63,7 +71,17 @@ def held(conn: sqlite3.Connection, now: float | None = None) -> tuple[int, float
 class Reservation:
     tokens: int
     cost_usd: float
-    row_id: int | None = None  # in ``reservations``, when a daily limit is set
+    row_id: int | None = None  # in ``reservations``
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a reservation pays for: the ledger row it becomes if its process dies."""
+
+    backend: str
+    model: str
+    path: str | None
+    reason: str
 
 
 def _fmt_tokens(n: int | float) -> str:
@@ -88,6 +106,7 @@ class Budget:
         self.limits = limits
         self.hold_seconds = hold_seconds
         self.owner = f"{os.getpid()}@{time.time():.0f}"
+        self.process = procs.identity()
         self.spent_tokens = 0
         self.spent_usd = 0.0
         self._held_tokens = 0
@@ -99,9 +118,11 @@ class Budget:
     def daily(self) -> bool:
         return bool(self.limits.daily_tokens or self.limits.daily_usd)
 
-    def reserve(self, est: Estimate, *, hold_seconds: float | None = None) -> Reservation | None:
-        """Hold ``est`` against every limit; None (and ``refused`` says why) if it would
-        exceed one."""
+    def reserve(
+        self, est: Estimate, *, call: Call | None = None, hold_seconds: float | None = None
+    ) -> Reservation | None:
+        """Hold ``est`` (for ``call``) against every limit; None (and ``refused`` says why)
+        if it would exceed one."""
         with self._lock:
             self.refused = None
             tokens, usd = est.tokens, est.cost_usd
@@ -115,9 +136,11 @@ class Budget:
                 self.refused = why
                 return None
             res = Reservation(tokens, usd)
-            if self.daily:
-                now = time.time()
-                with self.store.write() as conn:
+            now = time.time()
+            with self.store.write() as conn:
+                if self.daily:
+                    # a dead process's calls count as spent (estimated), never as held
+                    self.store.record_dead_reservations(conn)
                     conn.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
                     day_tokens, day_usd = spent_today(conn, now)
                     held_tokens, held_usd = held(conn, now)
@@ -132,15 +155,41 @@ class Budget:
                     if why:
                         self.refused = why
                         return None
-                    cur = conn.execute(
-                        "INSERT INTO reservations(ts, expires, owner, tokens, cost_usd) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (now, now + (hold_seconds or self.hold_seconds), self.owner, tokens, usd),
-                    )
-                    res.row_id = cur.lastrowid
+                res.row_id = self._insert(conn, now, est, call, hold_seconds)
             self._held_tokens += tokens
             self._held_usd += usd
             return res
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        est: Estimate,
+        call: Call | None,
+        hold_seconds: float | None,
+    ) -> int | None:
+        call = call or Call("", "", None, "")
+        cur = conn.execute(
+            "INSERT INTO reservations(ts, expires, owner, tokens, cost_usd, pid, process, "
+            "backend, model, path, reason, input_tokens, output_tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now,
+                now + (hold_seconds or self.hold_seconds),
+                self.owner,
+                est.tokens,
+                est.cost_usd,
+                os.getpid(),
+                self.process,
+                call.backend or None,
+                call.model or None,
+                call.path,
+                call.reason or None,
+                est.input_tokens,
+                est.output_tokens,
+            ),
+        )
+        return cur.lastrowid
 
     @staticmethod
     def _check(
@@ -184,7 +233,15 @@ class Budget:
             self._held_usd -= res.cost_usd
 
     def release_all(self) -> None:
-        """Drop this run's reservations left in the store (after an interrupted run)."""
-        if self.daily:
-            with self.store.write() as conn:
-                conn.execute("DELETE FROM reservations WHERE owner = ?", (self.owner,))
+        """Clear this run's reservations left in the store (after an interrupted run). A
+        call still reserved was in flight when the run stopped and its reply was never
+        read: it is recorded as ``unknown`` at its estimate, like a killed process's. A
+        batch's reservation is dropped: the batch is settled when it is collected."""
+        with self.store.write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM reservations WHERE owner = ? AND id NOT IN "
+                "(SELECT reservation_id FROM batches WHERE reservation_id IS NOT NULL)",
+                (self.owner,),
+            ).fetchall()
+            self.store.record_dead_reservations(conn, rows)
+            conn.execute("DELETE FROM reservations WHERE owner = ?", (self.owner,))

@@ -230,7 +230,18 @@ def cmd_status(repo: str | None, as_json: bool) -> int:
         f"in + {s['spent']['output_tokens']} out tokens, ${s['spent']['cost_usd']:.4f}; "
         f"dropped citations {s['dropped_citations']['count']}"
     )
+    unknown = s["spent"].get("unknown") or {}
+    if unknown.get("calls"):
+        out.print(
+            f"{unknown['calls']} calls of unknown outcome (their process was killed), "
+            f"estimate counted: {unknown['tokens']:,} tokens, ${unknown['cost_usd']:.4f}"
+        )
     b = s.get("budget") or {}
+    if b.get("reservations"):
+        out.print(
+            f"in flight: {b['reservations']} calls holding {b['held_tokens']:,} tokens, "
+            f"${b['held_usd']:.4f}"
+        )
     if b.get("daily_tokens") or b.get("daily_usd"):
         limit = " / ".join(
             x

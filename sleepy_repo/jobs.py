@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from sleepy_repo.budget import Budget, Reservation
+from sleepy_repo.budget import Budget, Call, Reservation
 from sleepy_repo.errors import (
     ConfigError,
     ModelCancelledError,
@@ -302,7 +302,7 @@ def run_jobs(
                 full = None
                 if request.previous is not None:
                     full = backend.estimate(dataclasses.replace(request, previous=None))
-                res = budget.reserve(est)
+                res = budget.reserve(est, call=Call(backend.name, backend.model, job.path, reason))
                 if res is None:
                     if not running:
                         report.stopped = budget.refused
@@ -409,7 +409,9 @@ def submit_batch(
     if not meta:
         return None
     res = budget.reserve(
-        Estimate(tokens_in, tokens_out, usd, calls_n), hold_seconds=BATCH_HOLD_SECONDS
+        Estimate(tokens_in, tokens_out, usd, calls_n),
+        call=Call(backend.name, backend.model, None, "notes-batch"),
+        hold_seconds=BATCH_HOLD_SECONDS,
     )
     if res is None:
         return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import string
 import tempfile
@@ -30,6 +31,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import Any
 
+from sleepy_repo import procs
 from sleepy_repo.errors import (
     StoreCorruptError,
     StoreError,
@@ -44,11 +46,19 @@ from sleepy_repo.units import SymbolSpan
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.db"
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # source bytes per token, for the tokens a served note plausibly saved (see log_hit)
 BYTES_PER_TOKEN = 3.5
 APPLICATION_ID = 0x534C5059  # "SLPY": tells our database from a foreign one
 BUSY_TIMEOUT_MS = 30_000
+# a kill during ``_create`` leaves its temporary database: ``.index-<pid>-<random>.tmp``
+# (``.index-<random>.tmp`` before schema 13), perhaps with a ``-journal``/``-wal``/``-shm``
+TEMP_PREFIX = ".index-"
+_TEMP_RE = re.compile(
+    r"(?P<base>\.index-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp)(?:-journal|-wal|-shm)?"
+)
+STALE_TEMP_SECONDS = 600.0  # creating a store takes well under a second
+UNKNOWN_REASON = "unknown"  # the ledger reason of a call whose process died in flight
 # bytes per database page of a new store (SQLite's default is 4096): the bulk of a store is
 # code chunks and full-text segments, written a batch at a time, and 16 KiB pages cut the
 # CPU of writing a cold index by about a sixth with no slower queries (32 KiB: a little
@@ -261,6 +271,21 @@ CREATE TRIGGER history_ad AFTER DELETE ON history BEGIN INSERT INTO history_fts(
             ("embeddings", "au", "UPDATE"),
         )
     ),
+    # crash hygiene: who holds each reservation (its process, so a dead one's are released
+    # at once) and what the call was (a call cut off by a kill becomes an 'unknown' ledger row)
+    13: "".join(
+        f"ALTER TABLE reservations ADD COLUMN {column};\n"
+        for column in (
+            "pid INTEGER",
+            "process TEXT",
+            "backend TEXT",
+            "model TEXT",
+            "path TEXT",
+            "reason TEXT",
+            "input_tokens INTEGER",
+            "output_tokens INTEGER",
+        )
+    ),
 }
 
 
@@ -368,15 +393,66 @@ class NoteStore:
             return False
 
     def ensure(self) -> None:
-        """Create the store if missing, check and migrate it otherwise."""
+        """Create the store if missing, check and migrate it otherwise; then clear what a
+        killed process left (its temporary files, its budget reservations)."""
+        self.remove_stale_temp_files()
         if not self.exists():
             self._create()
-            return
-        self._check_and_migrate()
+        else:
+            self._check_and_migrate()
+        self.release_dead_reservations()
+
+    def remove_stale_temp_files(self) -> list[str]:
+        """Delete the temporary databases (and their journals) of ``_create`` runs that
+        cannot finish: their creator is dead, or they are older than any create takes. The
+        store itself (``index.db`` and its ``-wal``/``-shm``) is never touched. Names
+        removed."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            m = _TEMP_RE.fullmatch(name)
+            if m:
+                groups.setdefault(m.group("base"), []).append(name)
+        removed: list[str] = []
+        now = time.time()
+        for base, files in groups.items():
+            if not self._temp_is_stale(base, files, now):
+                continue
+            for name in sorted(files, reverse=True):  # its journals before the database
+                try:
+                    (self.directory / name).unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("cannot remove the stale %s: %s", self.directory / name, exc)
+                    continue
+                removed.append(name)
+        if removed:
+            log.info("removed %d stale temporary files in %s", len(removed), self.directory)
+        return removed
+
+    def _temp_is_stale(self, base: str, files: list[str], now: float) -> bool:
+        m = _TEMP_RE.fullmatch(base)
+        pid = m.group("pid") if m else None
+        if pid and not procs.alive(int(pid)):
+            return True
+        ages = []
+        for name in files:
+            try:
+                ages.append(now - (self.directory / name).stat().st_mtime)
+            except OSError:
+                continue
+        return bool(ages) and min(ages) > STALE_TEMP_SECONDS
 
     def _create(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=self.directory)
+        # the creator's pid in the name tells a kill's leftover from a create in progress
+        fd, tmp = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=self.directory
+        )
         os.close(fd)
         try:
             with closing(sqlite3.connect(tmp)) as conn:
@@ -1015,13 +1091,14 @@ class NoteStore:
         cache_write_tokens: int = 0,
         cost_usd: float = 0.0,
         detail: dict[str, Any] | None = None,
+        ts: float | None = None,
     ) -> None:
         conn.execute(
             "INSERT INTO ledger(ts, backend, model, path, reason, input_tokens, output_tokens, "
             "cache_read_tokens, cache_write_tokens, cost_usd, detail) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
-                time.time(),
+                time.time() if ts is None else ts,
                 backend,
                 model,
                 path,
@@ -1049,6 +1126,57 @@ class NoteStore:
                 self.log_hit(conn, source, query, paths, served_tokens)
         except (StoreError, sqlite3.OperationalError) as exc:  # e.g. read-only, full, busy
             log.info("query hit not recorded: %s", exc)
+
+    # -- reservations of dead processes ---------------------------------------------
+    def release_dead_reservations(self) -> int:
+        """``record_dead_reservations`` in its own write transaction, taken only when a
+        read finds any (most starts find none and write nothing)."""
+        with self.read() as conn:
+            if not _dead_reservations(conn):
+                return 0
+        try:
+            with self.write() as conn:  # re-read under the lock: two starts record once
+                n = self.record_dead_reservations(conn)
+        except (StoreReadOnlyError, StoreFullError) as exc:
+            # a read command on a read-only store or a full disk still answers; the next
+            # start that can write records them
+            log.info("reservations of dead processes left for a later start: %s", exc)
+            return 0
+        if n:
+            log.warning(
+                "%d model calls were in flight when their process died: recorded as "
+                "'%s' in the ledger at their reserved estimate",
+                n,
+                UNKNOWN_REASON,
+            )
+        return n
+
+    @classmethod
+    def record_dead_reservations(
+        cls, conn: sqlite3.Connection, rows: list[sqlite3.Row] | None = None
+    ) -> int:
+        """Inside a write transaction: turn the reservations of processes that died (or
+        ``rows``) into ledger rows of reason ``unknown`` at their reserved estimate, and
+        delete them. Such a call may have been billed in full; counting its estimate means
+        spending is never under-counted. Reservations of pending batches stay: the batch
+        outlives its sender and is settled when it is collected."""
+        rows = _dead_reservations(conn) if rows is None else rows
+        for r in rows:
+            output = int(r["output_tokens"] or 0)
+            cls.add_ledger(
+                conn,
+                backend=r["backend"] or UNKNOWN_REASON,
+                model=r["model"] or UNKNOWN_REASON,
+                path=r["path"],
+                reason=UNKNOWN_REASON,
+                input_tokens=int(r["tokens"]) - output,
+                output_tokens=output,
+                cost_usd=float(r["cost_usd"]),
+                detail={"estimate": True, "call": r["reason"], "owner": r["owner"]},
+                ts=float(r["ts"]),
+            )
+            conn.execute("DELETE FROM reservations WHERE id = ?", (r["id"],))
+        return len(rows)
 
     @staticmethod
     def log_hit(
@@ -1086,6 +1214,25 @@ class NoteStore:
                     "last_ts = excluded.last_ts",
                     (note_id, path, saved, now),
                 )
+
+
+def _dead_reservations(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Reservations whose process no longer runs (rows from before schema 13 name no
+    process: they expire as before), except those of pending batches."""
+    rows = conn.execute(
+        "SELECT * FROM reservations WHERE pid IS NOT NULL AND id NOT IN "
+        "(SELECT reservation_id FROM batches WHERE status = 'pending' "
+        "AND reservation_id IS NOT NULL)"
+    ).fetchall()
+    verdicts: dict[tuple[int, str], bool] = {}
+    dead = []
+    for r in rows:
+        owner = (int(r["pid"]), r["process"] or "")
+        if owner not in verdicts:
+            verdicts[owner] = procs.alive(*owner)
+        if not verdicts[owner]:
+            dead.append(r)
+    return dead
 
 
 def _insert_items(

@@ -124,8 +124,28 @@ class CLI:
         return json.loads(self.run(*args, "--json", repo=repo).stdout)
 
 
+RESERVATION_COLUMNS_13 = (
+    "pid",
+    "process",
+    "backend",
+    "model",
+    "path",
+    "reason",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def undo_schema_13(conn: Any) -> None:
+    """Drop what schema 13 added (who holds a reservation), to fake an older store."""
+    for column in RESERVATION_COLUMNS_13:
+        conn.execute(f"ALTER TABLE reservations DROP COLUMN {column}")
+
+
 def undo_schema_12(conn: Any) -> None:
-    """Drop what schema 12 added (the change counters), to fake an older store."""
+    """Drop what schema 12 added (the change counters) and every schema after it, to fake
+    an older store."""
+    undo_schema_13(conn)
     conn.execute("DROP TABLE generations")
     for table in ("modules", "embeddings"):
         for event in ("ai", "ad", "au"):

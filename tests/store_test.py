@@ -108,6 +108,7 @@ def test_migration_5_keeps_one_call_site_per_name_and_module(tmp_path: Path, mon
     s = NoteStore(tmp_path / ".sleepy")
     with monkeypatch.context() as m:  # a store as schema 4 created it
         m.setattr(store_mod, "SCHEMA_VERSION", 4)
+        m.setattr(NoteStore, "release_dead_reservations", lambda self: 0)  # nor their pids
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
         m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors
@@ -146,6 +147,7 @@ def test_migration_6_drops_the_whole_file_index_and_keeps_the_rest(
     root = make_repo("shop")
     with monkeypatch.context() as m:  # indexed and noted as schema 5 did
         m.setattr(store_mod, "SCHEMA_VERSION", 5)
+        m.setattr(NoteStore, "release_dead_reservations", lambda self: 0)  # nor their pids
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in (2, 3, 4, 5)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
         m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors
@@ -194,6 +196,7 @@ def test_migration_7_drops_two_redundant_indexes_and_lookups_answer_the_same(
     root = make_repo("shop")
     with monkeypatch.context() as m:
         m.setattr(store_mod, "SCHEMA_VERSION", 6)
+        m.setattr(NoteStore, "release_dead_reservations", lambda self: 0)  # nor their pids
         m.setattr(store_mod, "MIGRATIONS", {v: store_mod.MIGRATIONS[v] for v in range(2, 7)})
         m.setattr(api, "update_history", lambda *a, **k: 0)  # no history tables then
         m.setattr(api, "_update_semantic", lambda *a, **k: {"model": None})  # nor vectors

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sleepy_repo.budget import Budget
+from sleepy_repo.budget import Budget, Call
 from sleepy_repo.config import BudgetConfig, Config
 from sleepy_repo.errors import ConfigError, ModelError, ModelOutputError
 from sleepy_repo.jobs import record_usage
@@ -317,7 +317,7 @@ def run_call(
     """One call under the budget, recorded in the ledger; a string says why no call was
     made (the budget refused it). Billed calls that failed are recorded, then re-raised."""
     budget = budget or Budget(store, limits)
-    res = budget.reserve(model.estimate(request))
+    res = budget.reserve(model.estimate(request), call=Call(model.name, model.model, path, reason))
     if res is None:
         return budget.refused or "the budget refused the call"
     try:
