@@ -42,7 +42,7 @@ from sleepy_repo.models import Backend, StaticBackend, get_backend
 from sleepy_repo.models import ready as backend_ready
 from sleepy_repo.models.structured import get_model as get_answer_model
 from sleepy_repo.models.structured import model_for
-from sleepy_repo.notes import NoteItem, Usage
+from sleepy_repo.notes import CARRIED_ORIGINS, COMPLETE_ORIGINS, NoteItem, Usage, item_source
 from sleepy_repo.overview import overview_rows, write_overview
 from sleepy_repo.overview import recheck as recheck_overview
 from sleepy_repo.precommit import check as check_mirror_files
@@ -455,12 +455,12 @@ def status(repo: Repo) -> dict[str, Any]:
         ]
         per_module = conn.execute(
             "SELECT m.path, "
-            " max(n.origin = 'written') AS written, "
-            " max(n.origin = 'carried') AS carried "
+            " max(n.origin IN (?, ?)) AS written, "
+            " max(n.origin IN (?, ?)) AS carried "
             "FROM modules m LEFT JOIN notes n ON n.path = m.path AND n.blob_sha = m.blob_sha "
             " AND n.backend = ? "
             "WHERE m.status = 'indexed' GROUP BY m.path",
-            (backend,),
+            (*COMPLETE_ORIGINS, *CARRIED_ORIGINS, backend),
         ).fetchall()
         fresh = sum(1 for r in per_module if r["written"])
         stale = sum(1 for r in per_module if not r["written"] and r["carried"])
@@ -773,7 +773,7 @@ def module_notes(repo: Repo, path: str) -> dict[str, Any]:
                     "prompt_version": n["prompt_version"],
                     "origin": n["origin"],
                     "dropped_citations": n["dropped_citations"],
-                    "items": [_item_json(rel, i) for i in items],
+                    "items": [_item_json(rel, i, n["origin"]) for i in items],
                 }
             )
         history = repo.store.module_history(conn, rel)
@@ -812,10 +812,10 @@ def overview_notes(repo: Repo) -> dict[str, Any]:
                 },
             )
             note["dropped_citations"] += n["dropped_citations"]
-            if n["origin"] == "carried":
-                note["origin"] = "carried"
+            if n["origin"] in CARRIED_ORIGINS:
+                note["origin"] = n["origin"]
             note["items"] += [
-                _item_json(n["path"], item_from_row(r))
+                _item_json(n["path"], item_from_row(r), n["origin"])
                 for r in conn.execute(
                     "SELECT * FROM note_items WHERE note_id = ? ORDER BY ordinal", (n["id"],)
                 )
@@ -835,7 +835,8 @@ def overview_notes(repo: Repo) -> dict[str, Any]:
     }
 
 
-def _item_json(path: str, item: Any) -> dict[str, Any]:
+def _item_json(path: str, item: Any, origin: str) -> dict[str, Any]:
+    """One note item as ``notes --json`` serves it (``origin``: its note set's)."""
     return {
         "path": path,
         "start_line": item.start_line,
@@ -850,6 +851,7 @@ def _item_json(path: str, item: Any) -> dict[str, Any]:
             {"path": c.path, "start_line": c.start_line, "end_line": c.end_line, "symbol": c.symbol}
             for c in item.citations
         ],
+        "source": item_source(origin, item.generated),
     }
 
 
@@ -1115,6 +1117,7 @@ class EditorItem:
     item: NoteItem
     backend: str
     model: str
+    source: str  # notes.SOURCES: where the item's text comes from
 
 
 @dataclass(frozen=True)
@@ -1278,7 +1281,13 @@ def _import_lines(conn: Any, path: str) -> set[int]:
 
 
 def _editor_item(row: Any, note_set: Any) -> EditorItem:
-    return EditorItem(item=item_from_row(row), backend=note_set["backend"], model=note_set["model"])
+    item = item_from_row(row)
+    return EditorItem(
+        item=item,
+        backend=note_set["backend"],
+        model=note_set["model"],
+        source=item_source(note_set["origin"], item.generated),
+    )
 
 
 def record_hover_hit(repo: Repo, query: str, paths: list[str]) -> None:
@@ -1317,7 +1326,7 @@ def code_lenses(repo: Repo, path: str, backend: str | None = None) -> list[Lens]
             state = "missing"
         elif changed:
             state = "changed"
-        elif chosen["origin"] != "written" or stale_items:
+        elif chosen["origin"] not in COMPLETE_ORIGINS or stale_items:
             state = "stale"
         else:
             state = "fresh"

@@ -35,7 +35,7 @@ from sleepy_repo.models.structured import (
 )
 from sleepy_repo.notes import Usage
 from sleepy_repo.prompt_files import load_prompt
-from sleepy_repo.redact import fence, redact_text
+from sleepy_repo.redact import fence, md_code, md_fence, redact_text
 from sleepy_repo.retrieve import Context, ContextItem
 from sleepy_repo.store import NoteStore
 
@@ -70,7 +70,7 @@ def render_items(items: Sequence[ContextItem]) -> str:
         sym = f' symbol="{_attr(item.symbol)}"' if item.symbol else ""
         head = (
             f'<item id="{_attr(item_id(item))}" kind="{item.kind}"{sym} '
-            f'generated="{str(item.generated).lower()}"{flags}>'
+            f'source="{_attr(item.source)}" generated="{str(item.generated).lower()}"{flags}>'
         )
         body = fence(redact_text(item.text), "item", "untrusted_context")
         blocks.append(f"{head}\n{body}\n</item>")
@@ -135,23 +135,26 @@ class Answer:
 
     def markdown(self) -> str:
         """The answer with ``path:line`` citations (or, without one, the message and the
-        context's locations): what editor clients show as is."""
+        context's locations, each with its first line fenced: repository text is shown as
+        data, never rendered as markup): what editor clients show as is."""
         if self.answer is None:
             lines = [self.message, ""]
-            lines += [
-                f"- `{i.path}:{i.start_line}` [{i.kind}]{' (stale)' if i.stale else ''} "
-                + i.text.splitlines()[0][:160]
-                for i in self.context.items
-                if i.text.strip()
-            ]
+            for i in self.context.items:
+                first = next((x for x in i.text.splitlines() if x.strip()), None)
+                if first is None:
+                    continue
+                stale = " (stale)" if i.stale else ""
+                where = md_code(f"{i.path}:{i.start_line}")
+                lines.append(f"- {where} [{i.kind}] ({i.source}){stale}")
+                lines += md_fence(first[:160], indent="  ")
             return "\n".join(lines).rstrip() + "\n"
         lines = [self.answer.strip(), ""]
         if self.citations:
             lines.append("Sources:")
             for i in self.citations:
-                what = f" `{i.symbol}`" if i.symbol else ""
+                what = f" {md_code(i.symbol)}" if i.symbol else ""
                 stale = " (stale)" if i.stale else ""
-                lines.append(f"- `{i.path}:{i.start_line}`{what} [{i.kind}]{stale}")
+                lines.append(f"- {md_code(f'{i.path}:{i.start_line}')}{what} [{i.kind}]{stale}")
         return "\n".join(lines).rstrip() + "\n"
 
     def to_json(self) -> dict[str, Any]:

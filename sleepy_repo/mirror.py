@@ -26,7 +26,10 @@ conflict markers (or anything else unparseable) is treated as absent and regener
 
 Import (``import_mirrors``): when the store lacks a note set that a module's mirror holds
 for the module's *current* blob, the set is copied into the store as is, with no model
-call. Citations into the module are checked against its current lines first.
+call. Citations into the module are checked against its current lines first. A committed
+mirror says whatever the repository's authors (or attackers) wrote in it, so an imported
+set is stored with origin ``imported`` (``imported-carried``) whatever its file claims
+(``generated: false``, backend ``static``), and served marked as repository text.
 """
 
 from __future__ import annotations
@@ -42,7 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from sleepy_repo.config import CONFIG_DIR
-from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey, source_lines, span_sha
+from sleepy_repo.notes import (
+    CARRIED,
+    CARRIED_ORIGINS,
+    Citation,
+    ModuleNotes,
+    NoteItem,
+    NoteKey,
+    imported_origin,
+    mirrored_origin,
+    source_lines,
+    span_sha,
+)
 from sleepy_repo.safepath import check_inside, outside
 from sleepy_repo.scan import blob_sha
 from sleepy_repo.store import NoteStore
@@ -68,7 +82,7 @@ class MirrorError(ValueError):
 @dataclass
 class NoteSet:
     notes: ModuleNotes
-    origin: str  # written | carried
+    origin: str  # notes.origin; in a parsed file, what the file claims (written | carried)
 
 
 @dataclass
@@ -132,7 +146,7 @@ def render(mirror: Mirror) -> str:
                 k.model,
                 f"prompt {k.prompt_version}",
                 f"effort {k.effort}" if k.effort != "-" else "",
-                "carried over, partly stale" if s.origin == "carried" else "",
+                "carried over, partly stale" if mirrored_origin(s.origin) == CARRIED else "",
             )
             if p
         )
@@ -141,7 +155,7 @@ def render(mirror: Mirror) -> str:
             "model": k.model,
             "prompt_version": k.prompt_version,
             "effort": k.effort,
-            "origin": s.origin,
+            "origin": mirrored_origin(s.origin),
             "dropped_citations": s.notes.dropped_citations,
         }
         out += ["", f"## {title}", f"<!-- note {_json(meta)} -->"]
@@ -389,8 +403,10 @@ def _verified(s: NoteSet, lines: list[str]) -> bool:
     return True
 
 
-def import_sets(store: NoteStore, mirror: Mirror, data: bytes) -> int:
-    """Copy the mirror's note sets the store lacks (``data`` is the module's content)."""
+def import_sets(store: NoteStore, mirror: Mirror, data: bytes, *, from_file: bool = True) -> int:
+    """Copy the mirror's note sets the store lacks (``data`` is the module's content).
+    Sets read from a file are stored as imported; ``from_file=False`` is for sets read
+    from this store (a renamed module), which keep their origin."""
     if blob_sha(data) != mirror.blob_sha:
         return 0
     lines = source_lines(data.decode("utf-8", "replace"))
@@ -400,7 +416,8 @@ def import_sets(store: NoteStore, mirror: Mirror, data: bytes) -> int:
             key = s.notes.key
             if store.has_notes(conn, key, written_only=True):
                 continue
-            if s.origin != "written" and store.has_notes(conn, key):
+            origin = imported_origin(s.origin) if from_file else s.origin
+            if origin in CARRIED_ORIGINS and store.has_notes(conn, key):
                 continue
             if not _verified(s, lines):
                 log.warning(
@@ -410,7 +427,7 @@ def import_sets(store: NoteStore, mirror: Mirror, data: bytes) -> int:
                     key.path,
                 )
                 continue
-            store.put_notes(conn, s.notes, origin=s.origin)
+            store.put_notes(conn, s.notes, origin=origin)
             imported += 1
     return imported
 

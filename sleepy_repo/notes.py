@@ -17,6 +17,46 @@ from sleepy_repo.redact import redact_text
 KINDS = ("summary", "qa", "fact", "symbol", "code")
 MODULE = "<module>"  # pseudo-symbol: the module header (doc comment + imports)
 
+# -- provenance ----------------------------------------------------------------------------
+# ``notes.origin``: how a note set came into this store.
+WRITTEN = "written"  # a backend wrote it here, for this blob
+CARRIED = "carried"  # re-anchored here from the module's previous blob (partly stale)
+IMPORTED = "imported"  # copied from a committed mirror: it says whatever the repository says
+IMPORTED_CARRIED = "imported-carried"  # a carried set from a mirror, or carried from one
+COMPLETE_ORIGINS = (WRITTEN, IMPORTED)  # not merely carried over: nothing left to rewrite
+CARRIED_ORIGINS = (CARRIED, IMPORTED_CARRIED)
+
+# ``source`` of a served item: where its text comes from. All of it is data, never
+# instructions: repository text can say anything, and a model paraphrases it.
+REPOSITORY = "repository"  # code, docstrings, names and facts parsed from the files
+MODEL = "model"  # written by a model in this store, from repository text
+MIRROR = "mirror"  # imported from the repository's committed notes, whatever they claim
+SOURCES = (REPOSITORY, MODEL, MIRROR)
+
+
+def imported_origin(claimed: str) -> str:
+    """The origin a mirror's note set is stored with: what the file claims decides only
+    whether the set is complete or carried over, never that it was written here."""
+    return IMPORTED_CARRIED if claimed in CARRIED_ORIGINS else IMPORTED
+
+
+def mirrored_origin(origin: str) -> str:
+    """The origin a mirror file records for a stored set: ``written`` or ``carried`` (how
+    the set came into *this* store is not the notes' business, and would churn the file)."""
+    return CARRIED if origin in CARRIED_ORIGINS else WRITTEN
+
+
+def from_mirror(origin: str | None) -> bool:
+    """Whether a note set of ``origin`` was imported from a committed mirror."""
+    return origin in (IMPORTED, IMPORTED_CARRIED)
+
+
+def item_source(origin: str | None, generated: bool) -> str:
+    """Where the text of a note item of a set with ``origin`` comes from (None: not a note)."""
+    if from_mirror(origin):
+        return MIRROR
+    return MODEL if generated else REPOSITORY
+
 
 @dataclass(frozen=True)
 class Citation:

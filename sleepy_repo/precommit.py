@@ -388,14 +388,15 @@ def _move_notes(root: Path, store: NoteStore, ch: Change, report: HookReport, co
     assert ch.old_path is not None
     if ch.old_sha == ch.new_sha and ch.new_sha:
         sets = mirror.from_store(store, ch.old_path, ch.new_sha).sets
-        if not sets:
+        from_file = not sets  # else the store's own sets, which keep their origin
+        if from_file:
             old = mirror.read(root, ch.old_path)
             sets = old.sets if old is not None and old.blob_sha == ch.new_sha else []
         if sets:
             moved = mirror.Mirror(ch.path, ch.new_sha, [mirror.rekey(s, ch.path) for s in sets])
             try:
                 data = read_blobs(root, [ch.new_sha]).get(ch.new_sha, b"")
-                mirror.import_sets(store, moved, data)
+                mirror.import_sets(store, moved, data, from_file=from_file)
             except (SleepyError, sqlite3.Error) as exc:
                 report.warnings.append(f"{ch.path}: notes not moved from {ch.old_path}: {exc}")
     if commit:

@@ -13,7 +13,9 @@ Two checks, both applied by every model backend before a request is built:
   a false negative leaks a credential.
 
 Untrusted text (file content, notes, questions) goes into prompts between delimiter tags;
-``fence(text, *tags)`` neutralises anything in it that could close one of them.
+``fence(text, *tags)`` neutralises anything in it that could close one of them. In
+markdown, ``md_code`` and ``md_fence`` quote it in code spans and fences that its own
+backticks cannot close.
 """
 
 from __future__ import annotations
@@ -432,6 +434,27 @@ def fence(text: str, *tags: str) -> str:
     (in any case or spacing: ``</TAG >`` and ``< / tag>`` read as closing tags too)."""
     names = "|".join(re.escape(t) for t in tags)
     return re.sub(rf"<(\s*)/(?=\s*(?:{names}))", r"<\1\\/", text, flags=re.IGNORECASE)
+
+
+def _ticks(text: str, least: int) -> str:
+    """A backtick run longer than any in ``text`` (and at least ``least``)."""
+    return "`" * max(least, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+
+
+def md_code(text: str) -> str:
+    """``text`` (one line) as a markdown code span that nothing in it can close."""
+    ticks = _ticks(text, 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def md_fence(text: str, indent: str = "") -> list[str]:
+    """``text`` as the lines of a fenced code block (each prefixed by ``indent``, e.g. to
+    sit in a list item) whose fence is longer than any backtick run in it, so an injected
+    fence cannot end the block early."""
+    ticks = _ticks(text, 3)
+    body = [f"{indent}{line}" for line in re.split(r"\r\n|\r|\n", text)]
+    return [f"{indent}{ticks}text", *body, f"{indent}{ticks}"]
 
 
 class DenyList:

@@ -39,7 +39,7 @@ from typing import Any
 
 from sleepy_repo import embed
 from sleepy_repo.embed import Embedder
-from sleepy_repo.notes import Citation, NoteItem
+from sleepy_repo.notes import MODEL, REPOSITORY, Citation, NoteItem, item_source
 from sleepy_repo.redact import DenyList, redact_text
 from sleepy_repo.scan import is_example, is_test
 from sleepy_repo.store import NoteStore, fts_text, item_from_row
@@ -146,6 +146,13 @@ class ContextItem:
     stale: bool
     score: float
     citations: list[Citation] = field(default_factory=list)
+    # where the text comes from (notes.SOURCES): every item is data, never instructions;
+    # derived from ``generated`` unless given (notes imported from a mirror must say so)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            self.source = MODEL if self.generated else REPOSITORY
 
     def render(self) -> str:
         """The item as a model reads it; its token count is what the budget pays."""
@@ -699,13 +706,14 @@ def rank_units(
 # -- serving -------------------------------------------------------------------------------
 def _active_items(
     conn: sqlite3.Connection, path: str, keep: Callable[[sqlite3.Row], bool] | None = None
-) -> list[tuple[int, NoteItem]]:
-    """The items served for a module's current blob: where a model wrote notes, its
-    summary/Q&A/facts replace the static ones (the static per-symbol items stay); with
-    ``keep``, only the rows it keeps are decoded
+) -> list[tuple[int, NoteItem, str]]:
+    """The items served for a module's current blob, each with its id and source: where a
+    model wrote notes, its summary/Q&A/facts replace the static ones (the static per-symbol
+    items stay); with ``keep``, only the rows it keeps are decoded
     (a large module has hundreds of symbol items, and a question wants a few)."""
     rows = conn.execute(
-        "SELECT i.*, n.backend, n.effort FROM note_items i JOIN notes n ON n.id = i.note_id "
+        "SELECT i.*, n.backend, n.effort, n.origin FROM note_items i "
+        "JOIN notes n ON n.id = i.note_id "
         "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
         "WHERE n.path = ? ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal",
         (path,),
@@ -718,10 +726,14 @@ def _active_items(
             for r in rows
             if r["backend"] == best_backend or (r["backend"] == "static" and r["kind"] == "symbol")
         ]
-    return [(r["id"], item_from_row(r)) for r in rows if keep is None or keep(r)]
+    return [
+        (r["id"], item_from_row(r), item_source(r["origin"], bool(r["generated"])))
+        for r in rows
+        if keep is None or keep(r)
+    ]
 
 
-def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
+def _to_item(path: str, item: NoteItem, source: str, score: float) -> ContextItem:
     return ContextItem(
         path=path,
         start_line=item.start_line,
@@ -733,6 +745,7 @@ def _to_item(path: str, item: NoteItem, score: float) -> ContextItem:
         stale=item.stale,
         score=score,
         citations=list(item.citations),
+        source=source,
     )
 
 
@@ -749,30 +762,36 @@ def _common_symbol(a: str | None, b: str | None) -> str | None:
     return None
 
 
-def _summary(conn: sqlite3.Connection, path: str) -> NoteItem | None:
-    """The first summary ``_active_items`` serves for ``path``, read alone."""
+def _summary(conn: sqlite3.Connection, path: str) -> tuple[NoteItem, str] | None:
+    """The first summary ``_active_items`` serves for ``path``, read alone, and its source."""
     row = conn.execute(
-        "SELECT i.* FROM notes n JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
+        "SELECT i.*, n.origin FROM notes n "
+        "JOIN modules m ON m.path = n.path AND m.blob_sha = n.blob_sha "
         "JOIN note_items i ON i.note_id = n.id WHERE n.path = ? AND i.kind = 'summary' "
         "ORDER BY n.backend = 'static', n.created_at DESC, i.ordinal LIMIT 1",
         (path,),
     ).fetchone()
-    return None if row is None else item_from_row(row)
+    if row is None:
+        return None
+    return item_from_row(row), item_source(row["origin"], bool(row["generated"]))
 
 
-def map_line(conn: sqlite3.Connection, path: str) -> NoteItem:
-    """The file's summary note (a model's if it wrote one), cut to its first sentence(s);
-    an empty one for a file without a summary, so the map lists every top file."""
-    item = _summary(conn, path)
-    if item is None:
-        return NoteItem("summary", "", None, None, 1, 1, (Citation(path, 1, 1, None, ""),), False)
+def map_line(conn: sqlite3.Connection, path: str) -> tuple[NoteItem, str]:
+    """The file's summary note (a model's if it wrote one), cut to its first sentence(s),
+    and its source; an empty one for a file without a summary, so the map lists every top
+    file."""
+    found = _summary(conn, path)
+    if found is None:
+        empty = NoteItem("summary", "", None, None, 1, 1, (Citation(path, 1, 1, None, ""),), False)
+        return empty, REPOSITORY
+    item, source = found
     text = " ".join(item.text.split())
     if text.startswith(path + " ("):  # a static summary's "path (lang, N lines)." opening
         text = text.split(". ", 1)[1] if ". " in text else ""
     if len(text) > MAP_LINE_CHARS:
         cut = text.rfind(". ", 0, MAP_LINE_CHARS)
         text = text[: cut + 1] if cut > 0 else text[:MAP_LINE_CHARS].rsplit(" ", 1)[0] + "…"
-    return dataclasses.replace(item, kind="summary", text=text, question=None)
+    return dataclasses.replace(item, kind="summary", text=text, question=None), source
 
 
 def pack(
@@ -796,7 +815,7 @@ def pack(
     # 1. the map
     map_budget = budget if budget <= MAP_ONLY else int(budget * MAP_SHARE)
     for path, score in ranking.files[:MAP_FILES]:
-        item = _to_item(path, map_line(conn, path), score)
+        item = _to_item(path, *map_line(conn, path), score)
         n = cost(item)
         if used + n > map_budget:
             break
@@ -827,6 +846,7 @@ def pack(
             stale=False,
             score=score_of.get(path, 0.0),
             citations=[Citation(path, start, end, symbol, "")],
+            source=REPOSITORY,
         )
 
     misses = 0
@@ -894,6 +914,7 @@ def pack_paths(ranking: Ranking, question: str, budget: int) -> Context:
             generated=False,
             stale=False,
             score=score,
+            source=REPOSITORY,
         )
         cost = count_tokens(path)
         if ctx.tokens + cost > budget:

@@ -47,12 +47,16 @@ from sleepy_repo.jobs import (
 from sleepy_repo.models.base import Backend, Caller, Estimate, NoteRequest, Previous
 from sleepy_repo.models.static import StaticBackend
 from sleepy_repo.notes import (
+    CARRIED,
+    COMPLETE_ORIGINS,
+    IMPORTED_CARRIED,
     Citation,
     Grounder,
     ModuleNotes,
     NoteKey,
     Usage,
     carry_over,
+    from_mirror,
     ground,
     source_lines,
     span_sha,
@@ -470,9 +474,17 @@ def _previous(
         return None
     row = conn.execute(
         "SELECT blob_sha FROM notes WHERE path = ? AND backend = ? AND model = ? AND effort = ? "
-        "AND prompt_version = ? AND origin = 'written' AND blob_sha != ? "
+        "AND prompt_version = ? AND origin IN (?, ?) AND blob_sha != ? "
         "ORDER BY created_at DESC LIMIT 1",
-        (key.path, key.backend, key.model, key.effort, key.prompt_version, key.blob_sha),
+        (
+            key.path,
+            key.backend,
+            key.model,
+            key.effort,
+            key.prompt_version,
+            *COMPLETE_ORIGINS,
+            key.blob_sha,
+        ),
     ).fetchone()
     if row is None:
         return None
@@ -685,7 +697,9 @@ def _carry(root: Path, store: NoteStore, changed: list[Changed], report: SleepRe
                 if store.has_notes(conn, new_key):
                     continue
                 items = carry_over(store.load_items(conn, old), facts, lines)
-                store.put_notes(conn, ModuleNotes(key=new_key, items=items), origin="carried")
+                # notes carried from a mirror's stay marked as the repository's text
+                origin = IMPORTED_CARRIED if from_mirror(store.note_origin(conn, old)) else CARRIED
+                store.put_notes(conn, ModuleNotes(key=new_key, items=items), origin=origin)
                 report.carried += 1
 
 

@@ -39,7 +39,7 @@ from sleepy_repo.errors import (
     StoreMissingError,
     StoreReadOnlyError,
 )
-from sleepy_repo.notes import Citation, ModuleNotes, NoteItem, NoteKey
+from sleepy_repo.notes import COMPLETE_ORIGINS, Citation, ModuleNotes, NoteItem, NoteKey
 from sleepy_repo.parse.facts import ModuleFacts, Reference, enclosing_symbols
 from sleepy_repo.units import SymbolSpan
 
@@ -1013,13 +1013,20 @@ class NoteStore:
 
     @staticmethod
     def has_notes(conn: sqlite3.Connection, key: NoteKey, *, written_only: bool = False) -> bool:
-        """Whether notes of ``key`` exist (``written_only``: not merely carried over)."""
+        """Whether notes of ``key`` exist (``written_only``: not merely carried over; notes
+        imported whole from a mirror count, so a clone does not pay for them again)."""
+        origin = NoteStore.note_origin(conn, key)
+        return origin is not None and (not written_only or origin in COMPLETE_ORIGINS)
+
+    @staticmethod
+    def note_origin(conn: sqlite3.Connection, key: NoteKey) -> str | None:
+        """How the notes of ``key`` came into the store (``notes.origin``), or None."""
         row = conn.execute(
             "SELECT origin FROM notes WHERE path = ? AND blob_sha = ? AND prompt_version = ? "
             "AND backend = ? AND model = ? AND effort = ?",
             (key.path, key.blob_sha, key.prompt_version, key.backend, key.model, key.effort),
         ).fetchone()
-        return row is not None and (not written_only or row[0] == "written")
+        return None if row is None else str(row[0])
 
     @staticmethod
     def put_notes(conn: sqlite3.Connection, notes: ModuleNotes, *, origin: str) -> None:

@@ -75,7 +75,9 @@ def test_refresh_status_notes_context_gc(make_repo, cli: CLI) -> None:
         "stale",
         "score",
         "citations",
+        "source",
     }
+    assert ctx["items"][0]["source"] in {"repository", "model", "mirror"}
     files = list(dict.fromkeys(i["path"] for i in ctx["items"]))
     assert "shop/pricing.py" in files[:3]
 

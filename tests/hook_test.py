@@ -356,11 +356,19 @@ def test_a_clone_imports_committed_notes_without_model_calls(
     }
     assert _ledger(b) == [("fake", "shop/tax.py")]  # one model call: the changed file
     assert cli.json("status", repo=b)["spent"]["calls"] == 1
-    # the clone serves the same model notes as the teammate who wrote them
+    # the clone serves the same model notes as the teammate who wrote them, marked as
+    # imported from the repository (a committed mirror says whatever its authors wrote)
     for path in ("shop/pricing.py", "web/src/api.ts"):
         ours = [n for n in cli.json("notes", path, repo=b)["notes"] if n["backend"] == "fake"]
         theirs = [n for n in cli.json("notes", path, repo=a)["notes"] if n["backend"] == "fake"]
-        assert ours == theirs and ours[0]["origin"] == "written"
+        assert ours[0]["origin"] == "imported" and theirs[0]["origin"] == "written"
+        assert {i["source"] for i in ours[0]["items"]} == {"mirror"}
+        assert {i["source"] for i in theirs[0]["items"]} == {"model"}
+        for n in ours + theirs:
+            n.pop("origin")
+            for i in n["items"]:
+                i.pop("source")
+        assert ours == theirs
     again = cli.json("refresh", repo=b)
     assert again["imported"] == 0 and len(_ledger(b)) == 1
 

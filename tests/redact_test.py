@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sleepy_repo.config import DEFAULT_DENY
-from sleepy_repo.redact import _TRIGGER, DenyList, _triggered, entropy, redact, unsendable
+from sleepy_repo.redact import (
+    _TRIGGER,
+    DenyList,
+    _triggered,
+    entropy,
+    md_code,
+    md_fence,
+    redact,
+    unsendable,
+)
 
 SECRETS = [
     (
@@ -174,3 +183,32 @@ def test_the_keyword_scan_finds_what_a_full_sub_finds(parts: list[str]) -> None:
         return "<" + m.group(0)[::-1] + ">"
 
     assert _sub_assignments(text, mark) == _ASSIGNMENT.sub(mark, text)
+
+
+# -- markdown quoting ----------------------------------------------------------------------
+_MD_TEXT = st.text(alphabet="`~ *_[]()<>#!ab\\", max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_MD_TEXT)
+def test_a_code_span_holds_any_line_exactly(text: str) -> None:
+    """Whatever backticks and markup a line holds, it is one code span of exactly itself."""
+    from markdown_it import MarkdownIt
+
+    if not text.strip():
+        return  # (CommonMark keeps an all-space span as is, and an empty one is no span)
+    (para,) = [t for t in MarkdownIt("commonmark").parse(md_code(text)) if t.type == "inline"]
+    assert [(c.type, c.content) for c in para.children or []] == [("code_inline", text)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_MD_TEXT, min_size=1, max_size=4), st.sampled_from(["", "  "]))
+def test_a_fence_cannot_be_closed_by_its_text(lines: list[str], indent: str) -> None:
+    from markdown_it import MarkdownIt
+
+    text = "\n".join(lines)
+    md = "\n".join(md_fence(text, indent))
+    if indent:
+        md = "- item\n" + md  # (indented: inside a list item)
+    fences = [t for t in MarkdownIt("commonmark").parse(md) if t.type == "fence"]
+    assert [f.content for f in fences] == [text + "\n"]

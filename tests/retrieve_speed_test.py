@@ -110,9 +110,9 @@ def path_matches_uncached(paths: list[str], terms: list[str]) -> list[str]:
     return [p for _, p in scored]
 
 
-def summary_general(conn: sqlite3.Connection, path: str) -> NoteItem | None:
+def summary_general(conn: sqlite3.Connection, path: str) -> tuple[NoteItem, str] | None:
     items = retrieve._active_items(conn, path, lambda r: r["kind"] == "summary")
-    return items[0][1] if items else None
+    return (items[0][1], items[0][2]) if items else None
 
 
 STRAIGHT: dict[str, Callable[..., Any]] = {
