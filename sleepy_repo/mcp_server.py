@@ -16,6 +16,7 @@ to stderr.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -24,16 +25,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired
 
 import anyio
+import anyio.abc
 import anyio.from_thread
+import mcp_types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 from typing_extensions import TypedDict
 
 from sleepy_repo import __version__, api
 from sleepy_repo.errors import SleepyError
 from sleepy_repo.tokens import count_tokens
+
+log = logging.getLogger(__name__)
 
 MAX_BUDGET = 8000  # tokens
 MAX_ITEMS = 60
@@ -429,6 +436,70 @@ def build_server(repo: api.Repo) -> MCPServer:
     return mcp
 
 
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+
+
+def malformed_reply(exc: Exception) -> mcp_types.JSONRPCError:
+    """The JSON-RPC error for a line the transport could not read as a message: -32700
+    (not JSON, e.g. cut short or nested past the parser's depth limit) with id null, or
+    -32600 (JSON, not a JSON-RPC message, e.g. no ``"jsonrpc": "2.0"``) with the line's id
+    when it has a usable one. The message names the fault, never the line's content."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
+    if not errors or any(e["type"] == "json_invalid" for e in errors):
+        return mcp_types.JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=mcp_types.ErrorData(code=PARSE_ERROR, message="Parse error: not JSON"),
+        )
+    raw = errors[0].get("input")
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)):
+        rid = None
+    no_version = isinstance(raw, dict) and raw.get("jsonrpc") != "2.0"
+    detail = ' (no "jsonrpc": "2.0")' if no_version else ""
+    return mcp_types.JSONRPCError(
+        jsonrpc="2.0",
+        id=rid,
+        error=mcp_types.ErrorData(
+            code=INVALID_REQUEST,
+            message=f"Invalid Request: not a JSON-RPC 2.0 message{detail}",
+        ),
+    )
+
+
+async def _screen(
+    source: anyio.abc.ObjectReceiveStream[SessionMessage | Exception],
+    sink: anyio.abc.ObjectSendStream[SessionMessage | Exception],
+    reply: anyio.abc.ObjectSendStream[SessionMessage],
+) -> None:
+    """Pass messages from the transport to the session; answer each malformed line with
+    a JSON-RPC error and a log line (the SDK drops them silently), so a client is told,
+    and the next request is still answered."""
+    async with sink:
+        async for item in source:
+            if isinstance(item, Exception):
+                error = malformed_reply(item)
+                log.warning("malformed MCP message dropped: %s", error.error.message)
+                try:
+                    await reply.send(SessionMessage(error))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                continue
+            await sink.send(item)
+
+
+async def _serve_stdio(server: MCPServer) -> None:
+    # MCPServer.run_stdio_async, with the screen between the transport and the session
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read_stream, write_stream):
+        sink, screened = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_screen, read_stream, sink, write_stream)
+            await lowlevel.run(screened, write_stream, lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()
+
+
 def serve(repo_path: str | None) -> None:
     """Run the server on stdio until the client disconnects."""
-    build_server(api.open_repo(repo_path, create=False)).run()
+    anyio.run(_serve_stdio, build_server(api.open_repo(repo_path, create=False)))

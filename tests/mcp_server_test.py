@@ -177,14 +177,15 @@ def _cli_json(repo: Path, *args: str) -> Any:
 class RawServer:
     """``sleepy-repo mcp`` as a plain subprocess: JSON lines in, every stdout line kept."""
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, stderr: Path | None = None) -> None:
         assert EXE
-        self.proc = subprocess.Popen(
-            [EXE, "-v", "mcp", "--repo", str(repo)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(stderr or "/dev/null", "wb") as err:
+            self.proc = subprocess.Popen(
+                [EXE, "-v", "mcp", "--repo", str(repo)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         self.lines: queue.Queue[bytes] = queue.Queue()
         self.seen: list[bytes] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -195,9 +196,18 @@ class RawServer:
             self.lines.put(line)
 
     def send(self, message: dict[str, Any]) -> None:
+        self.send_line(json.dumps(message).encode())
+
+    def send_line(self, line: bytes) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        self.proc.stdin.write(line + b"\n")
         self.proc.stdin.flush()
+
+    def next_message(self) -> dict[str, Any]:
+        line = self.lines.get(timeout=120)
+        self.seen.append(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def request(self, id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self.send({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
@@ -250,6 +260,47 @@ def test_stdout_carries_only_protocol_messages(make_repo) -> None:
         rest = server.close()
     for line in rest:
         assert json.loads(line).get("jsonrpc") == "2.0", line
+    assert server.proc.returncode == 0
+
+
+def test_malformed_lines_get_a_json_rpc_error_and_the_next_request_is_answered(
+    make_repo, tmp_path: Path
+) -> None:
+    """Lines that are not JSON (cut short, nested 100,000 deep) get -32700 with id null;
+    JSON that is not JSON-RPC (no ``"jsonrpc": "2.0"``) gets -32600 with its id; each is
+    logged, none is run, and the request after each is answered. The SDK used to drop them
+    without a word, so a client waited forever for its answer."""
+    stderr = tmp_path / "stderr.log"
+    repo = make_repo("shop")
+    server = RawServer(repo, stderr)
+    bad = [
+        (b'{"jsonrpc": "2.0", "id": 90, "method": "tools/li', -32700, None),
+        (b"[" * 100_000 + b"]" * 100_000, -32700, None),
+        (b'{"id": 91, "method": "tools/call", "params": {"name": "refresh"}}', -32600, 91),
+    ]
+    try:
+        server.request(
+            1,
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        )
+        server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        for i, (line, code, rid) in enumerate(bad):
+            server.send_line(line)
+            error = server.next_message()
+            assert error["id"] == rid and error["error"]["code"] == code, (i, error)
+            assert b"tools/li" not in json.dumps(error).encode()  # no echo of the line
+            reply = server.request(10 + i, "tools/list", {})
+            assert {t["name"] for t in reply["result"]["tools"]} >= {"context", "status"}
+    finally:
+        server.close()
+    assert not (repo / ".sleepy" / "index.db").exists()  # the refresh line was not run
+    log = stderr.read_text()
+    assert log.count("malformed MCP message dropped") == len(bad), log
     assert server.proc.returncode == 0
 
 
