@@ -101,10 +101,11 @@ _KEYWORDS = r"key|secret|token|passw(?:or)?d|pwd|credential|auth|pass|pw"
 _SECRET_NAME = r"(?=[A-Za-z0-9_.-]*?(?:" + _KEYWORDS + r"))[A-Za-z0-9_.-]++"
 _ASSIGNMENT = re.compile(
     r"(?<![A-Za-z0-9_.-])(?P<name>" + _SECRET_NAME + r")(?P<q1>['\"])?\]?"
-    r"(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"  # a type annotation: `API_KEY: str = ...`
-    r"\s*(?::=|=>|[:=]|(?(q1)(?P<comma>,)|(?!)))\s*"  # a quoted name: or a comma
+    r"(?:\s*:(?!:)\s*&?(?:'[a-z_]+\s+)?[A-Za-z_][\w\[\]<>., |&]*?"  # `API_KEY: str = `, Rust
+    r"|[ \t]+\*?[A-Za-z_][\w.\[\]*]*(?=\s*=[^=]))?"  # a Go type: `var apiKey string = `
+    r"\s*(?::=|=>|=|:(?!:)|(?(q1)(?P<comma>,)|(?!)))\s*"  # a quoted name: or a comma
     r"(?:(?P<prefix>[bBrRuUfF]{1,2})(?=['\"]))?"  # b"...", r'...', f"..."
-    r"(?:(?P<tq>'''|\"\"\")(?P<tquoted>[^\n]{1,200}?)(?P=tq)"
+    r"(?:(?P<tq>'''|\"\"\")\n?(?P<tquoted>[^\n]{1,200}?)\n?(?P=tq)"
     r"|(?P<quote>['\"])(?P<quoted>[^'\"\n]{1,200})(?P=quote)"
     r"|(?P<bare>[^\s'\",;)}\]]{8,}))",
     re.IGNORECASE,
