@@ -39,11 +39,13 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sleepy_repo import procs
 from sleepy_repo.config import CONFIG_DIR
 from sleepy_repo.notes import (
     CARRIED,
@@ -329,19 +331,55 @@ def from_store(store: NoteStore, path: str, blob: str) -> Mirror:
     return mirror
 
 
+TEMP_PREFIX = ".mirror-"
+# a writer's temporary file: ``.mirror-<pid>-<random>.tmp`` (older ones lack the pid)
+_TEMP_RE = re.compile(r"\.mirror-(?:(?P<pid>[0-9]+)-)?[A-Za-z0-9_]+\.tmp")
+STALE_TEMP_SECONDS = 600.0  # writing one mirror file takes milliseconds
+
+
+def remove_stale_temp_files(directory: Path) -> list[str]:
+    """Delete the temporary mirror files in ``directory`` that a killed writer left (its
+    pid is dead, or, without a pid, the file is older than any write takes), so a kill
+    during the hook leaves no untracked files in ``.sleepy/notes``. Names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = _TEMP_RE.fullmatch(entry.name)
+        if not m:
+            continue
+        try:
+            pid = m.group("pid")
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            stale = age > STALE_TEMP_SECONDS or (pid is not None and not procs.alive(int(pid)))
+            if stale:
+                os.unlink(entry.path)  # a symlink is removed itself, never its target
+                removed.append(entry.name)
+        except OSError as exc:
+            log.debug("cannot remove the stale %s: %s", entry.path, exc)
+    return removed
+
+
 def write(root: Path, mirror: Mirror) -> str:
-    """Write the mirror file atomically; returns its repo-relative path."""
+    """Write the mirror file atomically; returns its repo-relative path. A killed
+    writer's temporary files beside it are removed first."""
     rel = mirror_relpath(mirror.path)
     file = root / rel
     check_inside(root, file.parent, "the mirror directory")
     file.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(file.parent)
     data = render(mirror).encode("utf-8")
     try:
         if file.read_bytes() == data:
             return rel
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=".mirror-", suffix=".tmp", dir=file.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=file.parent
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -243,3 +243,26 @@ def test_temp_files_of_a_killed_create_go_and_the_open_store_is_untouched(
     rows = _rows(repo, "SELECT key FROM meta WHERE key LIKE 'held-%' ORDER BY key")
     assert [r["key"] for r in rows] == ["held-1", "held-2"]  # nothing it wrote was lost
     assert cli.json("status", repo=repo)["modules"]["indexed"] == before["modules"]
+
+
+def test_temp_mirror_files_of_a_killed_hook_go(make_repo, cli: CLI) -> None:
+    """A hook killed while it writes a mirror leaves ``.mirror-*.tmp`` in
+    ``.sleepy/notes`` (untracked files in ``git status``); the next hook run removes those
+    of dead writers, and keeps a live writer's."""
+    repo = make_repo("shop")
+    trusted_config(repo, "[notes]\ncommit = true\n")
+    cli.run("hook", "pre-commit", "--all", "--json", cwd=repo)
+    notes = repo / ".sleepy" / "notes" / "shop"
+    assert (notes / "cart.py.md").exists()
+    dead = notes / f".mirror-{_dead_pid()}-k2j4x9q1.tmp"  # its writer was killed
+    old = notes / ".mirror-a8f_3kzq.tmp"  # named as before: stale by its age
+    live = notes / f".mirror-{os.getpid()}-zz00yy11.tmp"  # a write in progress: kept
+    for tmp in (dead, old, live):
+        tmp.write_text("half a mirror", encoding="utf-8")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+
+    cli.run("hook", "pre-commit", "--all", "--json", cwd=repo)
+
+    assert sorted(p.name for p in notes.glob(".mirror-*")) == [live.name]
+    assert (notes / "cart.py.md").exists()
