@@ -7,6 +7,11 @@ well-formed frames (a decimal length up to ``MAX_BODY``, a body that is UTF-8 JS
 most ``MAX_DEPTH`` levels, an object with ``"jsonrpc": "2.0"``), drops everything else with
 a log line, and finds the next frame after a bad header by its ``Content-Length:``. The
 server reads the good frames from a pipe.
+
+``LineGuard`` does the same for newline-delimited JSON-RPC (MCP's stdio transport), where
+the SDK would read a line of any length into memory: a line longer than ``MAX_BODY`` is
+skipped to its end without being held, and the server gets ``OVERSIZE_LINE`` in its place,
+so the client is answered with an error; blank lines are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import os
 import re
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,8 @@ MAX_HEADER = 4096  # bytes of one frame's header block
 MAX_DEPTH = 200  # nesting of a message's JSON
 _HEADER = b"Content-Length:"
 _LENGTH = re.compile(rb"content-length:[ \t]*([0-9]{1,12})[ \t]*", re.IGNORECASE)
+OVERSIZE = {"sleepy-repo": "a message larger than MAX_BODY was dropped"}
+OVERSIZE_LINE = json.dumps(OVERSIZE).encode() + b"\n"  # what a server reads instead
 
 
 def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -68,9 +75,11 @@ def check_body(body: bytes) -> str | None:
     return None
 
 
-class FrameGuard:
-    """Copies the well-formed frames of ``source`` to ``sink`` in a thread (see the module
-    docstring); ``sink`` is closed when ``source`` ends."""
+class _Guard:
+    """Copies what ``source`` holds to ``sink`` in a thread, one message per ``_step``;
+    ``sink`` is closed when ``source`` ends."""
+
+    unit = "message"
 
     def __init__(self, source: BinaryIO, sink: BinaryIO, fd: int | None = None) -> None:
         self.source = source
@@ -79,36 +88,30 @@ class FrameGuard:
         # stdin's read holds its lock, and interpreter shutdown then aborts the process
         self.fd = fd
         self.dropped = 0
-        self._buf = b""
         self.thread = threading.Thread(target=self._run, name="sleepy-frame-guard", daemon=True)
 
     @classmethod
-    def piped(cls, source: BinaryIO) -> tuple[FrameGuard, BinaryIO]:
-        """A started guard, and the stream of good frames to give the server."""
+    def piped(cls, source: BinaryIO) -> tuple[Self, BinaryIO]:
+        """A started guard, and the stream of good messages to give the server."""
         r, w = os.pipe()
         guard = cls(source, os.fdopen(w, "wb"), fd=source.fileno())
         guard.thread.start()
         return guard, os.fdopen(r, "rb")
 
-    def _fill(self) -> bool:
+    def _read(self) -> bytes:
+        """The next chunk of the input, b"" at its end."""
         if self.fd is not None:
-            chunk = os.read(self.fd, 65536)
-        else:
-            chunk = self.source.read1(65536) if hasattr(self.source, "read1") else b""
-            if not chunk:
-                chunk = self.source.read(1)
-        if not chunk:
-            return False
-        self._buf += chunk
-        return True
+            return os.read(self.fd, 65536)
+        chunk = self.source.read1(65536) if hasattr(self.source, "read1") else b""
+        return chunk or self.source.read(1)
 
     def _drop(self, why: str) -> None:
         self.dropped += 1
-        log.warning("dropped a malformed JSON-RPC frame: %s", why)
+        log.warning("dropped a malformed JSON-RPC %s: %s", self.unit, why)
 
     def _run(self) -> None:
         try:
-            while self._frame():
+            while self._step():
                 pass
         except (OSError, ValueError) as exc:  # the server went away
             log.debug("frame guard stops: %s", exc)
@@ -116,7 +119,27 @@ class FrameGuard:
             with contextlib.suppress(OSError):
                 self.sink.close()
 
-    def _frame(self) -> bool:
+    def _step(self) -> bool:
+        """Pass on or drop one message; False at the end of the input."""
+        raise NotImplementedError
+
+
+class FrameGuard(_Guard):
+    """Passes on the well-formed ``Content-Length`` frames of ``source`` (see the module
+    docstring)."""
+
+    unit = "frame"
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO, fd: int | None = None) -> None:
+        super().__init__(source, sink, fd)
+        self._buf = b""
+
+    def _fill(self) -> bool:
+        chunk = self._read()
+        self._buf += chunk
+        return bool(chunk)
+
+    def _step(self) -> bool:
         """Pass on or drop one frame; False at the end of the input."""
         # the header block: up to the blank line
         while b"\r\n\r\n" not in self._buf[:MAX_HEADER]:
@@ -169,3 +192,51 @@ class FrameGuard:
             start = 0
             if not self._fill():
                 return False
+
+
+class LineGuard(_Guard):
+    """Passes on the lines of ``source`` (newline-delimited JSON-RPC), each at most
+    ``MAX_BODY`` bytes (see the module docstring)."""
+
+    unit = "line"
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO, fd: int | None = None) -> None:
+        super().__init__(source, sink, fd)
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+
+    def _step(self) -> bool:
+        while (end := self._buf.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buf)
+            if len(self._buf) > MAX_BODY:
+                return self._skip_long_line()
+            chunk = self._read()
+            if not chunk:  # the last line may lack its newline
+                self._pass(bytes(self._buf) + b"\n")
+                return False
+            self._buf += chunk
+        line = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        self._scanned = 0
+        if len(line) > MAX_BODY:
+            self._drop(f"a line longer than {MAX_BODY} bytes")
+            line = OVERSIZE_LINE
+        self._pass(line)
+        return True
+
+    def _pass(self, line: bytes) -> None:
+        if line.strip():
+            self.sink.write(line)
+            self.sink.flush()
+
+    def _skip_long_line(self) -> bool:
+        self._drop(f"a line longer than {MAX_BODY} bytes")
+        self._pass(OVERSIZE_LINE)
+        self._buf.clear()
+        self._scanned = 0
+        while chunk := self._read():
+            end = chunk.find(b"\n")
+            if end >= 0:
+                self._buf += chunk[end + 1 :]
+                return True
+        return False

@@ -16,7 +16,9 @@ to stderr.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from typing_extensions import TypedDict
 
 from sleepy_repo import __version__, api
 from sleepy_repo.errors import SleepyError
+from sleepy_repo.framing import MAX_BODY, OVERSIZE, LineGuard
 from sleepy_repo.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -444,8 +447,19 @@ def malformed_reply(exc: Exception) -> mcp_types.JSONRPCError:
     """The JSON-RPC error for a line the transport could not read as a message: -32700
     (not JSON, e.g. cut short or nested past the parser's depth limit) with id null, or
     -32600 (JSON, not a JSON-RPC message, e.g. no ``"jsonrpc": "2.0"``) with the line's id
-    when it has a usable one. The message names the fault, never the line's content."""
+    when it has a usable one, or -32600 with id null for a line longer than ``MAX_BODY``
+    (which the guard replaced by ``OVERSIZE``). The message names the fault, never the
+    line's content."""
     errors = exc.errors() if isinstance(exc, ValidationError) else []
+    if errors and errors[0].get("input") == OVERSIZE:
+        return mcp_types.JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=mcp_types.ErrorData(
+                code=INVALID_REQUEST,
+                message=f"Invalid Request: a message longer than {MAX_BODY} bytes",
+            ),
+        )
     if not errors or any(e["type"] == "json_invalid" for e in errors):
         return mcp_types.JSONRPCError(
             jsonrpc="2.0",
@@ -492,7 +506,15 @@ async def _screen(
 async def _serve_stdio(server: MCPServer) -> None:
     # MCPServer.run_stdio_async, with the screen between the transport and the session
     lowlevel = server._lowlevel_server
-    async with stdio_server() as (read_stream, write_stream):
+    # the guard reads fd 0 (bounding each line); fd 0 itself then reads the null device,
+    # so no child process can take the client's bytes
+    wire = os.fdopen(os.dup(0), "rb", buffering=0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _guard, lines = LineGuard.piped(wire)
+    stdin = anyio.wrap_file(io.TextIOWrapper(lines, encoding="utf-8", errors="replace"))
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream):
         sink, screened = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_screen, read_stream, sink, write_stream)

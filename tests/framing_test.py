@@ -8,7 +8,15 @@ import json
 
 import pytest
 
-from sleepy_repo.framing import MAX_DEPTH, FrameGuard, check_body, too_deep
+from sleepy_repo import framing
+from sleepy_repo.framing import (
+    MAX_DEPTH,
+    OVERSIZE_LINE,
+    FrameGuard,
+    LineGuard,
+    check_body,
+    too_deep,
+)
 
 
 def frame(message: object) -> bytes:
@@ -49,6 +57,20 @@ def test_good_frames_pass_and_bad_ones_are_dropped(n: int) -> None:
     guard._run()
     assert out.getvalue() == frame(good[0]) + frame(good[1]) + frame(good[2])
     assert guard.dropped == 3
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65536])
+def test_lines_pass_unchanged_long_ones_are_replaced_and_blank_ones_dropped(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(framing, "MAX_BODY", 40)
+    data = b'{"id": 1}\n\n  \r\n{"x": "' + b"a" * 100 + b'"}\n{"id": "\xc3\xa9"}\r\n{"id": 3}'
+    out = io.BytesIO()
+    out.close = lambda: None  # type: ignore[method-assign]
+    guard = LineGuard(io.BufferedReader(Trickle(data, n)), out)  # type: ignore[arg-type]
+    guard._run()
+    assert out.getvalue() == b'{"id": 1}\n' + OVERSIZE_LINE + b'{"id": "\xc3\xa9"}\r\n{"id": 3}\n'
+    assert guard.dropped == 1
 
 
 def test_body_checks() -> None:

@@ -18,6 +18,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from sleepy_repo.framing import MAX_BODY
+
 from helpers import CLI, EXE
 
 TOOLS = {"context", "module_notes", "ask", "refresh", "status"}
@@ -302,6 +304,54 @@ def test_malformed_lines_get_a_json_rpc_error_and_the_next_request_is_answered(
     log = stderr.read_text()
     assert log.count("malformed MCP message dropped") == len(bad), log
     assert server.proc.returncode == 0
+
+
+def test_a_line_past_the_size_bound_gets_an_error_and_is_never_held_whole(
+    make_repo, tmp_path: Path
+) -> None:
+    """A request line longer than ``MAX_BODY`` (a valid ``tools/list`` padded to 256 MiB)
+    is refused with -32600 and a log line, the server never holds it whole (its peak RSS
+    grows by less than half the line's size), and the next request is answered. The SDK read any line into
+    memory and answered it."""
+    stderr = tmp_path / "stderr.log"
+    repo = make_repo("shop")
+    server = RawServer(repo, stderr)
+    size = 256 * 2**20
+    head = b'{"jsonrpc": "2.0", "id": 70, "method": "tools/list", "params": {"pad": "'
+    try:
+        server.request(
+            1,
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        )
+        server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        before = _rss_kb(server.proc.pid, "VmRSS")
+        assert server.proc.stdin is not None
+        server.proc.stdin.write(head)
+        chunk = b"a" * 2**20
+        for _ in range(size // len(chunk)):
+            server.proc.stdin.write(chunk)
+        server.send_line(b'"}}')
+        error = server.next_message()
+        assert error["id"] is None and error["error"]["code"] == -32600, error
+        assert str(MAX_BODY) in error["error"]["message"]
+        reply = server.request(71, "tools/list", {})
+        assert {t["name"] for t in reply["result"]["tools"]} >= {"context", "status"}
+        grown = (_rss_kb(server.proc.pid, "VmHWM") - before) * 1024
+        assert grown < 2 * MAX_BODY < size, grown  # the guard holds at most MAX_BODY
+    finally:
+        server.close()
+    assert "a line longer than" in stderr.read_text()
+    assert server.proc.returncode == 0
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith(field)).split()[1])
 
 
 async def test_module_notes_of_the_repo_is_the_overview_note(shop: Path, cli: CLI) -> None:

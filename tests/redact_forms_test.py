@@ -86,7 +86,7 @@ FORMS: list[tuple[str, str, st.SearchStrategy[str]]] = [
     ("yaml password", "  password: {v}", _mixed(8, 24, "!@#%")),
     ("go struct", '\tPassword: "{v}",', PASSWORD),
     ("rust typed let", 'let password: &str = "{v}";', PASSWORD),
-    ("rust static str", "const API_TOKEN: &'static str = \"{v}\";", KEY),
+    ("rust static str", 'const API_TOKEN: &\'static str = "{v}";', KEY),
     ("go typed var", 'var dbPassword string = "{v}"', PASSWORD),
     ("go typed const", 'const apiKey string = "{v}"', KEY),
     ("triple-quoted on its own line", 'SECRET_TOKEN = """\n{v}\n"""', KEY),
