@@ -311,8 +311,8 @@ def test_a_line_past_the_size_bound_gets_an_error_and_is_never_held_whole(
 ) -> None:
     """A request line longer than ``MAX_BODY`` (a valid ``tools/list`` padded to 256 MiB)
     is refused with -32600 and a log line, the server never holds it whole (its peak RSS
-    grows by less than half the line's size), and the next request is answered. The SDK read any line into
-    memory and answered it."""
+    grows by less than half the line's size), and the next request is answered. The SDK
+    read any line into memory and answered it."""
     stderr = tmp_path / "stderr.log"
     repo = make_repo("shop")
     server = RawServer(repo, stderr)
