@@ -1182,16 +1182,17 @@ def _file_changed(repo: Repo, path: str, row: Any) -> bool:
         st = os.stat(repo.root / path)
     except OSError:
         return True
-    return st.st_size != row["size"] or st.st_mtime_ns != row["mtime_ns"]
+    return bool(st.st_size != row["size"] or st.st_mtime_ns != row["mtime_ns"])
 
 
 def _note_sets(conn: Any, path: str, blob_sha: str) -> list[Any]:
     """The note sets of one blob, model notes first (newest first), static last."""
-    return conn.execute(
+    sets: list[Any] = conn.execute(
         "SELECT id, backend, model, origin FROM notes WHERE path = ? AND blob_sha = ? "
         "ORDER BY backend = 'static', created_at DESC",
         (path, blob_sha),
     ).fetchall()
+    return sets
 
 
 def _editor_items(conn: Any, sets: list[Any], where: str, args: tuple[Any, ...]) -> list[Any]:

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 import attrs
@@ -227,7 +227,8 @@ class SleepyProtocol(LanguageServerProtocol):
 def plain_converter() -> cattrs.Converter:
     """pygls' converter, except that the parameters of methods outside the LSP spec
     (``sleepy/context``) and their results stay plain JSON instead of named tuples."""
-    converter = default_converter()
+    # pygls leaves default_converter unannotated
+    converter = cast(Callable[[], cattrs.Converter], default_converter)()
     for cls in (JsonRPCRequestMessage, JsonRPCNotification, JsonRPCResponseMessage):
         converter.register_structure_hook(cls, lambda obj, cls: cls(**obj))
     return converter
@@ -462,7 +463,7 @@ class SleepyServer(LanguageServer):
 
     def shutdown(self) -> None:
         self.close()
-        super().shutdown()
+        cast(Callable[[], None], super().shutdown)()  # pygls leaves it unannotated
 
 
 # -- rendering -----------------------------------------------------------------------------

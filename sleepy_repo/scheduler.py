@@ -416,7 +416,7 @@ class SleepThread(threading.Thread):
     def _index_changed(self) -> bool:
         with self.scheduler.store.read() as conn:
             scan = self.scheduler.store.get_meta(conn, "last_scan", None)
-        changed = scan != self._last_scan
+        changed: bool = scan != self._last_scan
         self._last_scan = scan
         return changed
 

@@ -225,7 +225,10 @@ class AnthropicModel:
     def estimate(self, request: StructuredRequest) -> Estimate:
         from sleepy_repo.models.anthropic import Call, Part
 
-        return self.backend.estimate_calls([Call(self.params(request), Part(1, 1, 1, 1))])
+        estimate: Estimate = self.backend.estimate_calls(
+            [Call(self.params(request), Part(1, 1, 1, 1))]
+        )
+        return estimate
 
     def call(self, request: StructuredRequest) -> StructuredReply:
         raw = self.backend.message(  # the backend's SDK call and error mapping
